@@ -1,0 +1,670 @@
+// SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause)
+/*
+ * echo-open's kernel side: every open on the machine, one record each.
+ *
+ * Syscall opens: sys_enter_* saves the arguments by thread id; sys_exit_*
+ * reads the path (at exit: at entry its page may not be faulted in yet),
+ * resolves the opened file to an absolute path by walking its dentries, and
+ * writes one variable-length record. io_uring opens never pass through those
+ * syscalls: io_uring_submit_req captures the request, io_uring_complete
+ * finishes it the same way.
+ *
+ * Filters are settings in .rodata (constants to the verifier) and two id maps,
+ * so opens that do not match never reach the ring buffer.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "echo_open.h"
+
+#define AT_FDCWD -100
+#define O_ACCMODE 3
+#define O_WRONLY 1
+#define O_CREAT 0100
+#define O_TRUNC 01000
+#define WALK_STEPS 2200         /* a 4096-byte path has at most 2048 components */
+#define MAX_ERRNO 4095
+
+/* A record as built in the per-CPU scratch: header, path, resolved path. */
+struct eo_record {
+	struct eo_event hdr;
+	char data[2 * EO_PATH_MAX + EO_NAME_MAX];
+};
+
+/* The resolved path is built backwards from the end of buf[0..EO_PATH_MAX). */
+struct walk_buf {
+	char buf[2 * EO_PATH_MAX + EO_NAME_MAX];
+};
+
+struct open_args {
+	const char *filename;
+	__u64 ts_ns;
+	__u64 flags;
+	__u64 resolve;
+	__u32 mode;
+	__s32 dfd;
+	__u8 syscall;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 << 20);  /* set by the loader before load */
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct eo_record);
+} scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct walk_buf);
+} walk_scratch SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EO_COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} last_wakeup SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct open_args);
+} inflight SEC(".maps");
+
+/* io_uring open requests between submit and completion, keyed by request. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, __u64);
+	__type(value, struct eo_record);
+} uring_inflight SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EO_MAX_FILTER_IDS);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_pids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, EO_MAX_FILTER_IDS);
+	__type(key, __u32);
+	__type(value, __u8);
+} filter_tids SEC(".maps");
+
+const volatile struct eo_config eo_cfg SEC(".rodata.config") = {};
+
+static __always_inline void count(__u32 slot)
+{
+	__u64 *c = bpf_map_lookup_elem(&counters, &slot);
+
+	if (c)
+		*c += 1;  /* per-CPU: no atomic needed */
+}
+
+/* pid, tid, uid and comm filters: everything known at entry. */
+static __always_inline bool task_matches(__u64 pid_tgid)
+{
+	__u32 pid = pid_tgid >> 32, tid = (__u32)pid_tgid;
+
+	if (eo_cfg.self_tgid && pid == eo_cfg.self_tgid)
+		return false;
+	if (eo_cfg.filter_pid && !bpf_map_lookup_elem(&filter_pids, &pid))
+		return false;
+	if (eo_cfg.filter_tid && !bpf_map_lookup_elem(&filter_tids, &tid))
+		return false;
+	if (eo_cfg.filter_uid && (__u32)bpf_get_current_uid_gid() != eo_cfg.uid)
+		return false;
+	if (eo_cfg.comm_len) {
+		char comm[EO_COMM_LEN];
+		__u32 len = eo_cfg.comm_len;
+		bool found = false;
+
+		bpf_get_current_comm(comm, sizeof(comm));
+		for (__u32 i = 0; i < EO_COMM_LEN && !found; i++) {
+			bool same = i + len <= EO_COMM_LEN;
+
+			for (__u32 j = 0; j < EO_COMM_LEN && same; j++) {
+				if (j >= len)
+					break;
+				if (comm[(i + j) & (EO_COMM_LEN - 1)] != eo_cfg.comm_match[j])
+					same = false;
+			}
+			found = same;
+		}
+		if (!found)
+			return false;
+	}
+	return true;
+}
+
+static __always_inline bool flags_match(__u64 flags)
+{
+	if (!eo_cfg.filter_flags)
+		return true;
+	if (flags & eo_cfg.flags_any)
+		return true;
+	return eo_cfg.flags_rdonly && (flags & O_ACCMODE) == 0;
+}
+
+/* s: NUL-terminated, with at least EO_PREFIX_MAX readable bytes. */
+static __always_inline bool prefix_matches(const char *s)
+{
+	if (!eo_cfg.n_prefixes)
+		return true;
+#pragma unroll
+	for (int i = 0; i < EO_MAX_PREFIXES; i++) {
+		if (i >= eo_cfg.n_prefixes)
+			break;
+		if (!bpf_strncmp(s, eo_cfg.prefix_len[i] & (EO_PREFIX_MAX - 1),
+				 (const char *)eo_cfg.prefix[i]))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Wake-up policy. The kernel default wakes the consumer for every record it
+ * finds caught up, an interrupt per open: most of a tracer's cost on a VM.
+ * Instead wake only while at least wakeup_bytes are pending, at most once per
+ * wakeup_min_ns per CPU; the consumer's poll timeout picks up the rest.
+ */
+static __always_inline __u64 output_flags(__u64 size)
+{
+	__u32 zero = 0;
+	__u64 *last, now;
+
+	if (!eo_cfg.wakeup_bytes)
+		return 0;
+	/* size: this record's footprint (8-byte header, payload padded to 8) */
+	size = ((size + 7) & ~7ULL) + 8;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) + size < eo_cfg.wakeup_bytes)
+		return BPF_RB_NO_WAKEUP;
+	last = bpf_map_lookup_elem(&last_wakeup, &zero);
+	if (!last)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (now - *last < eo_cfg.wakeup_min_ns)
+		return BPF_RB_NO_WAKEUP;
+	*last = now;
+	count(EO_CNT_WAKEUPS);
+	return BPF_RB_FORCE_WAKEUP;
+}
+
+static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	e->pid = pid_tgid >> 32;
+	e->tid = (__u32)pid_tgid;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* Read the path as passed into r->data; returns its length. */
+static __always_inline __u32 read_user_path(struct eo_record *r, const char *filename)
+{
+	long n;
+
+	if (!filename)
+		return 0;
+	/* one byte more than we deliver, to tell "exactly 4095" from "longer" */
+	n = bpf_probe_read_user_str(r->data, EO_PATH_MAX + 1, filename);
+	if (n < 0) {
+		r->hdr.status |= EO_ST_PATH_FAULT;
+		count(EO_DROP_PATH_FAULT);
+		r->data[0] = 0;
+		return 0;
+	}
+	if (n > EO_PATH_MAX) {
+		r->hdr.status |= EO_ST_PATH_TRUNCATED;
+		return EO_PATH_MAX;
+	}
+	return n > 0 ? n - 1 : 0;
+}
+
+/* ---- resolving: walk a struct path's dentries up to the root, across mounts */
+
+struct walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	struct walk_buf *wb;
+	__u32 off;        /* resolved path is wb->buf[off..EO_PATH_MAX) */
+	__u16 status;
+	bool done;
+};
+
+static long walk_step(__u32 i, void *ctx)
+{
+	struct walk *w = ctx;
+	/* locals: BPF_CORE_READ on a field of the local struct would relocate it */
+	struct dentry *d = w->dentry, *parent;
+	struct mount *mnt = w->mnt, *mnt_parent;
+	const unsigned char *name;
+	__u32 len, start;
+
+	if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mnt_parent == mnt) {
+			w->done = true;         /* the root of a mount tree */
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		return 0;
+	}
+	parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d) {
+		w->done = true;                 /* a disconnected tree's root */
+		return 1;
+	}
+	len = BPF_CORE_READ(d, d_name.len);
+	name = BPF_CORE_READ(d, d_name.name);
+	if (len >= EO_NAME_MAX || len + 1 > w->off) {
+		w->status |= EO_ST_RESOLVED_TRUNCATED;
+		return 1;
+	}
+	start = w->off - len - 1;
+	w->wb->buf[start & (EO_PATH_MAX - 1)] = '/';
+	bpf_probe_read_kernel(&w->wb->buf[(start + 1) & (EO_PATH_MAX - 1)],
+			      len & (EO_NAME_MAX - 1), name);
+	w->off = start;
+	w->dentry = parent;
+	return 0;
+}
+
+/*
+ * Prepend the absolute path of (dentry, vfsmount) to wb->buf[off..EO_PATH_MAX).
+ * Returns the new start offset; sets status bits and the namespace the walk
+ * ended in (0 for an internal mount: pipes, sockets, memfds).
+ */
+static __always_inline __u32 walk_path(struct walk_buf *wb, __u32 off, struct dentry *dentry,
+				       struct vfsmount *vfsmnt, __u16 *status, __u32 *mntns)
+{
+	struct walk w = {
+		.dentry = dentry,
+		.mnt = container_of(vfsmnt, struct mount, mnt),
+		.wb = wb,
+		.off = off,
+	};
+	struct mnt_namespace *ns;
+	struct mount *last;
+
+	bpf_loop(WALK_STEPS, walk_step, &w, 0);
+	if (!w.done)
+		w.status |= EO_ST_RESOLVED_TRUNCATED;
+	last = w.mnt;  /* a local: CO-RE must not relocate struct walk */
+	ns = BPF_CORE_READ(last, mnt_ns);
+	if (!ns || (unsigned long)ns >= (unsigned long)-MAX_ERRNO) {
+		w.status |= EO_ST_RESOLVED_ANON;
+		*mntns = 0;
+	} else {
+		*mntns = BPF_CORE_READ(ns, ns.inum);
+	}
+	if (w.off == off && !(w.status & EO_ST_RESOLVED_TRUNCATED) && w.off > 0) {
+		w.off--;                       /* the root itself */
+		wb->buf[w.off & (EO_PATH_MAX - 1)] = '/';
+	}
+	*status |= w.status;
+	return w.off;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds, *file = NULL;
+
+	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/*
+ * Fill in the resolved path: the opened file itself when there is one, else
+ * (a failed open of a relative path) the directory it was relative to joined
+ * with the path. Returns the resolved length; the text is wb->buf[*start..].
+ */
+static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, long fd,
+				     __u32 path_len, __u32 *start)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct eo_event *e = &r->hdr;
+	struct file *file = NULL;
+	struct dentry *dentry;
+	struct vfsmount *vfsmnt;
+	__u32 off = EO_PATH_MAX;
+	__u16 status = 0;
+	__u32 mntns = 0;
+
+	wb->buf[EO_PATH_MAX] = 0;  /* NUL for the prefix match */
+	if (fd >= 0 && !(e->status & EO_ST_FIXED_FILE)) {
+		file = fd_file(task, fd);
+		if (!file)
+			return 0;
+		dentry = BPF_CORE_READ(file, f_path.dentry);
+		vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
+		/* unlinked: unhashed but not a root (the kernel's d_unlinked) */
+		if (!BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
+			status |= EO_ST_RESOLVED_DELETED;
+		e->resolved_how = EO_RESOLVED_FILE;
+	} else {
+		if (!path_len || r->data[0] == '/' || (e->status & EO_ST_PATH_TRUNCATED))
+			return 0;
+		if (path_len + 1 > EO_PATH_MAX - 1)
+			return 0;
+		/* place "/" + path at the end, then prepend the directory */
+		off = EO_PATH_MAX - path_len - 1;
+		wb->buf[off & (EO_PATH_MAX - 1)] = '/';
+		bpf_probe_read_kernel(&wb->buf[(off + 1) & (EO_PATH_MAX - 1)],
+				      path_len & (EO_PATH_MAX - 1), r->data);
+		if (e->dfd == AT_FDCWD) {
+			dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+			vfsmnt = BPF_CORE_READ(task, fs, pwd.mnt);
+		} else {
+			file = fd_file(task, e->dfd);
+			if (!file)
+				return 0;
+			dentry = BPF_CORE_READ(file, f_path.dentry);
+			vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+		}
+		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
+		e->resolved_how = EO_RESOLVED_JOINED;
+	}
+	if (off > EO_PATH_MAX)
+		return 0;
+	e->status |= status;
+	e->resolved_mntns = mntns;
+	*start = off;
+	return EO_PATH_MAX - off;
+}
+
+/*
+ * The common end of every open: failed-only and prefix filters, resolution,
+ * output. r->data holds the path (path_len bytes, NUL-terminated).
+ */
+static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len)
+{
+	struct eo_event *e = &r->hdr;
+	struct walk_buf *wb;
+	__u32 zero = 0, start = 0, rlen = 0;
+	__u64 size;
+
+	e->ret = ret;
+	e->path_len = path_len;
+	e->resolved_len = 0;
+	e->resolved_how = EO_RESOLVED_NONE;
+	e->resolved_mntns = 0;
+	if (eo_cfg.n_prefixes && !eo_cfg.prefix_on_resolved && !prefix_matches(r->data)) {
+		count(EO_CNT_FILTERED);
+		return 0;
+	}
+	if (eo_cfg.resolve_paths) {
+		wb = bpf_map_lookup_elem(&walk_scratch, &zero);
+		if (!wb)
+			return 0;
+		rlen = resolve(r, wb, ret, path_len, &start);
+		if (rlen > EO_PATH_MAX)
+			rlen = EO_PATH_MAX;
+		if (eo_cfg.n_prefixes && eo_cfg.prefix_on_resolved) {
+			/* unresolved failures of absolute paths match on the path itself */
+			const char *s = rlen ? &wb->buf[start & (EO_PATH_MAX - 1)] : r->data;
+
+			if (!prefix_matches(s)) {
+				count(EO_CNT_FILTERED);
+				return 0;
+			}
+		}
+		if (rlen) {
+			path_len &= 2 * EO_PATH_MAX - 1;
+			if (path_len > EO_PATH_MAX)
+				path_len = EO_PATH_MAX;
+			bpf_probe_read_kernel(&r->data[path_len], rlen,
+					      &wb->buf[start & (EO_PATH_MAX - 1)]);
+			e->resolved_len = rlen;
+		}
+	}
+	size = sizeof(r->hdr) + path_len + rlen;
+	if (size > sizeof(*r))
+		return 0;
+	if (bpf_ringbuf_output(&events, r, size, output_flags(size))) {
+		count(EO_DROP_RING_FULL);
+		return 0;
+	}
+	count(EO_CNT_EMITTED);
+	return 0;
+}
+
+/* ---- syscall opens -------------------------------------------------------- */
+
+static __always_inline int on_enter(__u8 syscall, int dfd, const char *filename, __u64 flags,
+				    __u32 mode, const struct open_how *how)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct open_args args = {
+		.filename = filename,
+		.dfd = dfd,
+		.flags = flags,
+		.mode = mode,
+		.syscall = syscall,
+	};
+
+	if (how) {
+		struct open_how h = {};
+
+		/* the caller just wrote it: its page is present */
+		bpf_probe_read_user(&h, sizeof(h), how);
+		args.flags = h.flags;
+		args.mode = h.mode;
+		args.resolve = h.resolve;
+	}
+	if (!task_matches(pid_tgid) || !flags_match(args.flags)) {
+		if (!eo_cfg.self_tgid || pid_tgid >> 32 != eo_cfg.self_tgid)
+			count(EO_CNT_FILTERED);
+		return 0;
+	}
+	args.ts_ns = bpf_ktime_get_ns();
+	if (bpf_map_update_elem(&inflight, &pid_tgid, &args, BPF_ANY))
+		count(EO_DROP_ARGS_FULL);
+	return 0;
+}
+
+static __always_inline int on_open_exit(long ret)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct open_args *args;
+	struct eo_record *r;
+	struct eo_event *e;
+	__u32 zero = 0, path_len;
+
+	args = bpf_map_lookup_elem(&inflight, &pid_tgid);
+	if (!args) {
+		if (!eo_cfg.self_tgid || pid_tgid >> 32 != eo_cfg.self_tgid)
+			count(EO_CNT_NO_ENTRY);  /* or filtered at entry */
+		return 0;
+	}
+	if (eo_cfg.failed_only && ret >= 0) {
+		count(EO_CNT_FILTERED);
+		goto out;
+	}
+	r = bpf_map_lookup_elem(&scratch, &zero);
+	if (!r)
+		goto out;
+	e = &r->hdr;
+	e->status = 0;
+	fill_task(e, pid_tgid);
+	e->ts_ns = args->ts_ns;
+	e->latency_ns = bpf_ktime_get_ns() - args->ts_ns;
+	e->flags = args->flags;
+	e->mode = args->mode;
+	e->resolve = args->resolve;
+	e->dfd = args->dfd;
+	e->syscall = args->syscall;
+	path_len = read_user_path(r, args->filename);
+	bpf_map_delete_elem(&inflight, &pid_tgid);
+	return finish(r, ret, path_len);
+out:
+	bpf_map_delete_elem(&inflight, &pid_tgid);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_open")
+int enter_open(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_enter(EO_SYS_OPEN, AT_FDCWD, (const char *)ctx->args[0], ctx->args[1],
+			ctx->args[2], NULL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat")
+int enter_openat(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_enter(EO_SYS_OPENAT, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			ctx->args[3], NULL);
+}
+
+SEC("tracepoint/syscalls/sys_enter_openat2")
+int enter_openat2(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_enter(EO_SYS_OPENAT2, ctx->args[0], (const char *)ctx->args[1], 0, 0,
+			(const struct open_how *)ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_creat")
+int enter_creat(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_enter(EO_SYS_CREAT, AT_FDCWD, (const char *)ctx->args[0],
+			O_CREAT | O_WRONLY | O_TRUNC, ctx->args[1], NULL);
+}
+
+/* open_by_handle_at(mount_fd, handle, flags): no path, but the fd resolves */
+SEC("tracepoint/syscalls/sys_enter_open_by_handle_at")
+int enter_open_by_handle_at(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_enter(EO_SYS_OPEN_BY_HANDLE_AT, ctx->args[0], NULL, ctx->args[2], 0, NULL);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int exit_open(struct trace_event_raw_sys_exit *ctx) { return on_open_exit(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int exit_openat(struct trace_event_raw_sys_exit *ctx) { return on_open_exit(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int exit_openat2(struct trace_event_raw_sys_exit *ctx) { return on_open_exit(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int exit_creat(struct trace_event_raw_sys_exit *ctx) { return on_open_exit(ctx->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
+int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx) { return on_open_exit(ctx->ret); }
+
+/* ---- io_uring opens -------------------------------------------------------- */
+
+/* After prep: the request holds the kernel copy of the path and open_how. */
+SEC("tracepoint/io_uring/io_uring_submit_req")
+int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	struct io_kiocb *req = ctx->req;
+	__u64 key = (__u64)req;
+	struct io_open *open;
+	struct filename *fname;
+	struct eo_record *r;
+	struct eo_event *e;
+	__u32 zero = 0;
+	long n;
+
+	if (ctx->opcode != IORING_OP_OPENAT && ctx->opcode != IORING_OP_OPENAT2)
+		return 0;
+	open = (struct io_open *)&req->cmd;
+	if (!task_matches(pid_tgid) || !flags_match(BPF_CORE_READ(open, how.flags))) {
+		count(EO_CNT_FILTERED);
+		return 0;
+	}
+	r = bpf_map_lookup_elem(&scratch, &zero);
+	if (!r)
+		return 0;
+	e = &r->hdr;
+	e->status = 0;
+	fill_task(e, pid_tgid);
+	e->ts_ns = bpf_ktime_get_ns();
+	e->syscall = EO_SYS_IO_URING;
+	e->dfd = BPF_CORE_READ(open, dfd);
+	e->flags = BPF_CORE_READ(open, how.flags);
+	e->mode = BPF_CORE_READ(open, how.mode);
+	e->resolve = BPF_CORE_READ(open, how.resolve);
+	if (BPF_CORE_READ(open, file_slot))
+		e->status |= EO_ST_FIXED_FILE;
+	fname = BPF_CORE_READ(open, filename);
+	n = fname ? bpf_probe_read_kernel_str(r->data, EO_PATH_MAX + 1, BPF_CORE_READ(fname, name)) : -1;
+	if (n < 0) {
+		e->status |= EO_ST_PATH_FAULT;
+		count(EO_DROP_PATH_FAULT);
+		n = 1;
+		r->data[0] = 0;
+	} else if (n > EO_PATH_MAX) {
+		e->status |= EO_ST_PATH_TRUNCATED;
+		n = EO_PATH_MAX + 1;
+	}
+	e->path_len = n - 1;
+	if (bpf_map_update_elem(&uring_inflight, &key, r, BPF_ANY))
+		count(EO_DROP_ARGS_FULL);
+	return 0;
+}
+
+SEC("tracepoint/io_uring/io_uring_complete")
+int uring_complete(struct trace_event_raw_io_uring_complete *ctx)
+{
+	__u64 key = (__u64)ctx->req;
+	struct eo_record *saved, *r;
+	__u32 zero = 0, path_len;
+
+	saved = bpf_map_lookup_elem(&uring_inflight, &key);
+	if (!saved)
+		return 0;
+	if (eo_cfg.failed_only && ctx->res >= 0) {
+		count(EO_CNT_FILTERED);
+		goto out;
+	}
+	r = bpf_map_lookup_elem(&scratch, &zero);
+	if (!r)
+		goto out;
+	/* header and path; the resolved part is rebuilt */
+	path_len = saved->hdr.path_len;
+	if (path_len > EO_PATH_MAX)
+		path_len = EO_PATH_MAX;
+	r->hdr = saved->hdr;
+	bpf_probe_read_kernel(r->data, (path_len + 1) & (2 * EO_PATH_MAX - 1), saved->data);
+	r->hdr.latency_ns = bpf_ktime_get_ns() - r->hdr.ts_ns;
+	bpf_map_delete_elem(&uring_inflight, &key);
+	return finish(r, ctx->res, path_len);
+out:
+	bpf_map_delete_elem(&uring_inflight, &key);
+	return 0;
+}
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";

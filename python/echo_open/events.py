@@ -1,0 +1,231 @@
+"""OpenEvent, and decoding a ring-buffer batch into events a batch at a time."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import posixpath
+from typing import Optional
+
+from echo_open._layout import lib as _c
+
+from .flags import errno_name, flags_text
+from .layout import EVENT_FIELDS, EVENT_STRUCT, EVENT_SIZE
+from .loader import RecordBatch
+
+SYSCALL_NAMES = {
+    _c.EO_SYS_OPEN: "open",
+    _c.EO_SYS_OPENAT: "openat",
+    _c.EO_SYS_OPENAT2: "openat2",
+    _c.EO_SYS_CREAT: "creat",
+    _c.EO_SYS_OPEN_BY_HANDLE_AT: "open_by_handle_at",
+    _c.EO_SYS_IO_URING: "io_uring",
+}
+
+_ST_PATH_TRUNCATED = _c.EO_ST_PATH_TRUNCATED
+_ST_PATH_FAULT = _c.EO_ST_PATH_FAULT
+_ST_RESOLVED_TRUNCATED = _c.EO_ST_RESOLVED_TRUNCATED
+_ST_RESOLVED_DELETED = _c.EO_ST_RESOLVED_DELETED
+_ST_RESOLVED_ANON = _c.EO_ST_RESOLVED_ANON
+_ST_FIXED_FILE = _c.EO_ST_FIXED_FILE
+_RESOLVED_FILE = _c.EO_RESOLVED_FILE
+_RESOLVED_JOINED = _c.EO_RESOLVED_JOINED
+
+# header field -> OpenEvent attribute (path_len and resolved_len only slice the tail)
+_ATTRIBUTES = {name: {"syscall": "syscall_id", "comm": "comm_bytes"}.get(name, name)
+               for name in EVENT_FIELDS if name not in ("path_len", "resolved_len")}
+
+
+def _normalize(path: bytes) -> bytes:
+    """Lexical normalisation of an absolute path ('.', '..', '//')."""
+    if b"/." not in path and b"//" not in path and not path.endswith(b"/"):
+        return path
+    norm = posixpath.normpath(path)
+    return b"/" + norm.lstrip(b"/")
+
+
+class OpenEvent:
+    """One open, as the kernel saw it.
+
+    Paths are bytes as the kernel has them (``path_bytes``, ``resolved_bytes``);
+    ``path`` and ``resolved`` decode them the way ``os.fsdecode`` does, so
+    ``os.fsencode(event.path) == event.path_bytes``.
+    """
+
+    __slots__ = (*_ATTRIBUTES.values(), "_resolved_raw", "path_bytes", "wall_ns")
+
+    # set by decode_batch; listed so type checkers know them
+    ts_ns: int
+    latency_ns: int
+    ret: int
+    flags: int
+    resolve: int
+    pid: int
+    tid: int
+    ppid: int
+    uid: int
+    gid: int
+    dfd: int
+    mode: int
+    mntns: int
+    resolved_mntns: int
+    syscall_id: int
+    resolved_how: int
+    status: int
+    comm_bytes: bytes
+    path_bytes: bytes
+    wall_ns: int
+
+    @property
+    def comm(self) -> str:
+        return self.comm_bytes.decode("utf-8", "surrogateescape")
+
+    # ---- result
+
+    @property
+    def ok(self) -> bool:
+        return self.ret >= 0
+
+    @property
+    def fd(self) -> Optional[int]:
+        """The new descriptor (None if the open failed or went to an io_uring fixed slot)."""
+        return self.ret if self.ret >= 0 and not self.fixed_file else None
+
+    @property
+    def errno(self) -> Optional[int]:
+        return -self.ret if self.ret < 0 else None
+
+    @property
+    def error(self) -> Optional[str]:
+        """``ENOENT`` etc., None when the open succeeded."""
+        return errno_name(-self.ret) if self.ret < 0 else None
+
+    # ---- what was opened
+
+    @property
+    def syscall(self) -> str:
+        return SYSCALL_NAMES.get(self.syscall_id, str(self.syscall_id))
+
+    @property
+    def flags_text(self) -> str:
+        return flags_text(self.flags)
+
+    @property
+    def path(self) -> str:
+        return self.path_bytes.decode("utf-8", "surrogateescape")
+
+    @property
+    def truncated(self) -> bool:
+        """The path was longer than 4095 bytes and is cut."""
+        return bool(self.status & _ST_PATH_TRUNCATED)
+
+    @property
+    def path_unreadable(self) -> bool:
+        return bool(self.status & _ST_PATH_FAULT)
+
+    @property
+    def fixed_file(self) -> bool:
+        """An io_uring open into a fixed (direct) descriptor slot."""
+        return bool(self.status & _ST_FIXED_FILE)
+
+    @property
+    def resolved_bytes(self) -> Optional[bytes]:
+        """The absolute path, from the root of mount namespace ``resolved_mntns``.
+
+        For a successful open: the opened file itself (canonical). For a failed
+        one: the directory it was relative to joined with the path, normalised
+        lexically (not canonical). None if nothing could be resolved.
+        """
+        raw = self._resolved_raw
+        if self.resolved_how == _RESOLVED_FILE:
+            return raw
+        if self.resolved_how == _RESOLVED_JOINED:
+            return _normalize(raw)
+        if self.path_bytes.startswith(b"/"):
+            return _normalize(self.path_bytes)
+        return None
+
+    @property
+    def resolved(self) -> Optional[str]:
+        raw = self.resolved_bytes
+        return None if raw is None else raw.decode("utf-8", "surrogateescape")
+
+    @property
+    def resolved_canonical(self) -> bool:
+        """True when ``resolved`` names the opened file itself (symlinks, '..' and mounts done)."""
+        return self.resolved_how == _RESOLVED_FILE
+
+    @property
+    def resolved_truncated(self) -> bool:
+        """The resolved path was longer than 4095 bytes; it holds the leaf end."""
+        return bool(self.status & _ST_RESOLVED_TRUNCATED)
+
+    @property
+    def resolved_deleted(self) -> bool:
+        return bool(self.status & _ST_RESOLVED_DELETED)
+
+    @property
+    def resolved_anonymous(self) -> bool:
+        """On an internal mount (pipe, socket, memfd, anon inode): no path in any namespace."""
+        return bool(self.status & _ST_RESOLVED_ANON)
+
+    # ---- time
+
+    @property
+    def time(self) -> _dt.datetime:
+        """Wall-clock time of the syscall's entry, UTC."""
+        seconds, ns = divmod(self.wall_ns, 1_000_000_000)
+        return _dt.datetime.fromtimestamp(seconds, _dt.timezone.utc).replace(
+            microsecond=ns // 1000)
+
+    def __repr__(self) -> str:
+        outcome = f"fd={self.ret}" if self.ret >= 0 else self.error
+        return (f"<OpenEvent {self.syscall} pid={self.pid} comm={self.comm!r} "
+                f"{outcome} path={self.path!r}>")
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, OpenEvent):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+# positions in the unpacked header
+_I_PATH_LEN = EVENT_FIELDS.index("path_len")
+_I_RESOLVED_LEN = EVENT_FIELDS.index("resolved_len")
+_I_COMM = EVENT_FIELDS.index("comm")
+_I_TS = EVENT_FIELDS.index("ts_ns")
+_SETTERS = [(i, _ATTRIBUTES[name]) for i, name in enumerate(EVENT_FIELDS)
+            if name not in ("path_len", "resolved_len", "comm")]
+_new = object.__new__
+_set = object.__setattr__
+
+
+def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]:
+    """Decode every record of a ring-buffer batch.
+
+    ``wall_offset_ns`` turns the kernel's CLOCK_MONOTONIC into wall-clock time.
+    """
+    if batch.head_size != EVENT_SIZE:
+        raise ValueError(f"batch heads are {batch.head_size} bytes, events {EVENT_SIZE}")
+    events = []
+    append = events.append
+    tails = batch.tails
+    offset = 0
+    setters = _SETTERS
+    for fields, tail_size in zip(EVENT_STRUCT.iter_unpack(batch.heads), batch.tail_sizes):
+        event = _new(OpenEvent)
+        for i, name in setters:
+            _set(event, name, fields[i])
+        comm = fields[_I_COMM]
+        # up to the first NUL: stale bytes may follow it
+        nul = comm.find(b"\0")
+        event.comm_bytes = comm if nul < 0 else comm[:nul]
+        path_len = fields[_I_PATH_LEN]
+        resolved_len = fields[_I_RESOLVED_LEN]
+        event.path_bytes = tails[offset:offset + path_len]
+        event._resolved_raw = tails[offset + path_len:offset + path_len + resolved_len]
+        event.wall_ns = fields[_I_TS] + wall_offset_ns
+        offset += tail_size
+        append(event)
+    return events

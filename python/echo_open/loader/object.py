@@ -1,0 +1,200 @@
+"""BPF objects, programs and links: open -> configure -> load -> attach."""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Union
+
+from ._binding import capture_log, ffi, lib
+from .errors import BPFError, LoadError, check
+from .maps import Map
+
+
+class Link:
+    """An attached program. Detaches on ``close()``, on leaving ``with``, or when collected."""
+
+    def __init__(self, ptr, program_name: str) -> None:
+        self._ptr = ptr
+        self.program_name = program_name
+        # the finalizer holds only the pointer, so a forgotten link still detaches
+        self._finalizer = weakref.finalize(self, lib.bpf_link__destroy, ptr)
+
+    @property
+    def fd(self) -> int:
+        self._check_open()
+        return lib.bpf_link__fd(self._ptr)
+
+    @property
+    def closed(self) -> bool:
+        return not self._finalizer.alive
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ValueError(f"link of {self.program_name} is closed")
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def __enter__(self) -> Link:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self.closed else f"fd={lib.bpf_link__fd(self._ptr)}"
+        return f"<Link {self.program_name} {state}>"
+
+
+class Program:
+    """A program in an object. Autoload can be turned off before load."""
+
+    def __init__(self, obj: BPFObject, ptr) -> None:
+        self._obj = obj
+        self._ptr = ptr
+        self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
+        self.section = ffi.string(lib.bpf_program__section_name(ptr)).decode()
+
+    @property
+    def autoload(self) -> bool:
+        return bool(lib.bpf_program__autoload(self._ptr))
+
+    @autoload.setter
+    def autoload(self, value: bool) -> None:
+        check(lib.bpf_program__set_autoload(self._ptr, value),
+              f"bpf_program__set_autoload({self.name})")
+
+    @property
+    def fd(self) -> int:
+        return check(lib.bpf_program__fd(self._ptr), f"bpf_program__fd({self.name})")
+
+    def attach(self) -> Link:
+        """Attach by section name (tracepoint/..., tp_btf/..., ...)."""
+        self._obj._check_open()
+        ptr = lib.bpf_program__attach(self._ptr)
+        if ptr == ffi.NULL:
+            raise BPFError(ffi.errno, f"attach {self.name} ({self.section})")
+        link = Link(ptr, self.name)
+        self._obj._links.add(link)
+        return link
+
+    def __repr__(self) -> str:
+        return f"<Program {self.name} {self.section}>"
+
+
+class BPFObject:
+    """A BPF ELF object. Open it, configure it (maps, .rodata, autoload), load it, attach.
+
+    ``with BPFObject.open(path) as obj: ...`` closes the object (and every link
+    still attached through it) on exit.
+    """
+
+    def __init__(self, ptr, name: str, keepalive: object = None) -> None:
+        self._ptr = ptr
+        self.name = name
+        self._keepalive = keepalive  # open_mem: libbpf may refer to the buffer until load
+        self._links: weakref.WeakSet[Link] = weakref.WeakSet()
+        self.loaded = False
+        self.programs: dict[str, Program] = {}
+        prog = lib.bpf_object__next_program(ptr, ffi.NULL)
+        while prog != ffi.NULL:
+            program = Program(self, prog)
+            self.programs[program.name] = program
+            prog = lib.bpf_object__next_program(ptr, prog)
+        self.maps: dict[str, Map] = {}
+        map_ptr = lib.bpf_object__next_map(ptr, ffi.NULL)
+        while map_ptr != ffi.NULL:
+            bpf_map = Map(self, map_ptr)
+            self.maps[bpf_map.name] = bpf_map
+            map_ptr = lib.bpf_object__next_map(ptr, map_ptr)
+
+    @classmethod
+    def open(cls, path: Union[str, os.PathLike]) -> BPFObject:
+        path = Path(path)
+        with capture_log() as log:
+            ptr = lib.bpf_object__open_file(os.fsencode(path), ffi.NULL)
+        if ptr == ffi.NULL:
+            raise BPFError(ffi.errno, f"bpf_object__open_file({path})", "".join(log))
+        return cls(ptr, path.name)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, name: str = "<bytes>") -> BPFObject:
+        buffer = ffi.from_buffer(data)
+        with capture_log() as log:
+            ptr = lib.bpf_object__open_mem(buffer, len(data), ffi.NULL)
+        if ptr == ffi.NULL:
+            raise BPFError(ffi.errno, f"bpf_object__open_mem({name})", "".join(log))
+        return cls(ptr, name, keepalive=(data, buffer))
+
+    def _check_open(self) -> None:
+        if self._ptr is None:
+            raise ValueError(f"BPF object {self.name} is closed")
+
+    def program(self, name: str) -> Program:
+        try:
+            return self.programs[name]
+        except KeyError:
+            raise KeyError(f"no program {name!r} in {self.name}") from None
+
+    def map(self, name: str) -> Map:
+        try:
+            return self.maps[name]
+        except KeyError:
+            raise KeyError(f"no map {name!r} in {self.name}") from None
+
+    def load(self) -> None:
+        """Load into the kernel; a failure raises LoadError holding the verifier log."""
+        self._check_open()
+        with capture_log() as log:
+            ret = lib.bpf_object__load(self._ptr)
+        if ret < 0:
+            raise LoadError(-ret, f"bpf_object__load({self.name})", "".join(log))
+        self.loaded = True
+
+    def attach_all(self) -> list[Link]:
+        """Attach every program that is set to load; detach them all if one fails."""
+        links: list[Link] = []
+        try:
+            for program in self.programs.values():
+                if program.autoload:
+                    links.append(program.attach())
+        except BaseException:
+            for link in links:
+                link.close()
+            raise
+        return links
+
+    def links(self) -> Iterator[Link]:
+        return (link for link in list(self._links) if not link.closed)
+
+    def close(self) -> None:
+        if self._ptr is None:
+            return
+        for link in list(self._links):
+            link.close()
+        for bpf_map in self.maps.values():
+            bpf_map._invalidate()
+        lib.bpf_object__close(self._ptr)
+        self._ptr = None
+        self._keepalive = None
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def __enter__(self) -> BPFObject:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None) is not None:
+            self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._ptr is None else ("loaded" if self.loaded else "opened")
+        return f"<BPFObject {self.name} {state}>"

@@ -1,0 +1,168 @@
+"""BPF ring buffers, drained a batch at a time.
+
+libbpf calls a C callback (compiled into the extension) per record; it copies
+the record into buffers this class owns and ends libbpf's loop once they are
+full. Python then sees one batch per call, never one call per record.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Iterator, Sequence
+from typing import Optional, Union
+
+from ._binding import ffi, lib
+from .errors import BPFError, check
+from .maps import RINGBUF_TYPE, Map
+
+
+class RecordBatch:
+    """Records drained in one call.
+
+    Each record's first ``head_size`` bytes are in ``heads`` at a fixed stride
+    (zero-padded if the record was shorter); the rest, its tail, is in
+    ``tails``, one after the other, ``tail_sizes[i]`` bytes for record i.
+    """
+
+    __slots__ = ("head_size", "heads", "tail_sizes", "tails")
+
+    def __init__(self, head_size: int, heads: bytes, tails: bytes, tail_sizes: list[int]) -> None:
+        self.head_size = head_size
+        self.heads = heads
+        self.tails = tails
+        self.tail_sizes = tail_sizes
+
+    def __len__(self) -> int:
+        return len(self.tail_sizes)
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        """(head, tail) per record; decoders of high rates slice ``heads`` themselves."""
+        offset = 0
+        size = self.head_size
+        for i, tail_size in enumerate(self.tail_sizes):
+            yield (self.heads[i * size:(i + 1) * size],
+                   self.tails[offset:offset + tail_size])
+            offset += tail_size
+
+
+class RingBuffer:
+    """A consumer of one or more BPF_MAP_TYPE_RINGBUF maps.
+
+    ``poll(timeout)`` waits up to ``timeout`` seconds for records and returns a
+    batch (possibly empty); ``consume()`` takes what is there without waiting;
+    ``fileno()`` is an epoll fd for event loops. A producer that writes with
+    BPF_RB_NO_WAKEUP is picked up by ``poll`` when its timeout expires.
+    """
+
+    def __init__(self, maps: Union[Map, Sequence[Map]], *, head_size: int, max_tail: int,
+                 batch_records: int = 8192, batch_bytes: int = 8 << 20) -> None:
+        maps = [maps] if isinstance(maps, Map) else list(maps)
+        if not maps:
+            raise ValueError("RingBuffer needs at least one map")
+        for bpf_map in maps:
+            if bpf_map.type != RINGBUF_TYPE:
+                raise ValueError(f"map {bpf_map.name} is not a ring buffer")
+        if batch_bytes < max_tail:
+            raise ValueError("batch_bytes must hold at least one record's tail")
+        self.head_size = head_size
+        self._heads = ffi.new("char[]", head_size * batch_records)
+        self._tails = ffi.new("char[]", batch_bytes)
+        self._tail_sizes = ffi.new("uint32_t[]", batch_records)
+        batch = ffi.new("struct ldr_batch *")
+        batch.heads = self._heads
+        batch.tails = self._tails
+        batch.tail_sizes = self._tail_sizes
+        batch.head_size = head_size
+        batch.max_records = batch_records
+        batch.tail_capacity = batch_bytes
+        batch.max_tail = max_tail
+        self._batch = batch
+        self._maps = maps  # the maps' object must outlive the ring
+        ptr = lib.ring_buffer__new(maps[0].fd, lib.ldr_batch_collect, batch, ffi.NULL)
+        if ptr == ffi.NULL:
+            raise BPFError(ffi.errno, f"ring_buffer__new({maps[0].name})")
+        self._ptr = ptr
+        try:
+            for bpf_map in maps[1:]:
+                check(lib.ring_buffer__add(ptr, bpf_map.fd, lib.ldr_batch_collect, batch),
+                      f"ring_buffer__add({bpf_map.name})")
+        except BPFError:
+            self.close()
+            raise
+
+    @property
+    def oversized(self) -> int:
+        """Records whose tail did not fit in a batch and were cut."""
+        return self._batch.oversized
+
+    def fileno(self) -> int:
+        return lib.ring_buffer__epoll_fd(self._handle())
+
+    def _handle(self):
+        if self._ptr is None:
+            raise ValueError("ring buffer is closed")
+        return self._ptr
+
+    def poll(self, timeout: Optional[float] = None) -> RecordBatch:
+        """Wait up to ``timeout`` seconds (None: until woken) and drain one batch."""
+        ptr = self._handle()
+        if self._batch.count:
+            return self._take()
+        timeout_ms = -1 if timeout is None else max(0, int(timeout * 1000))
+        ret = lib.ring_buffer__poll(ptr, timeout_ms)
+        if ret == 0 or ret == -errno.EINTR:
+            # epoll reports a ring only after a wake-up: records written
+            # without one are taken here
+            ret = lib.ring_buffer__consume(ptr)
+        self._check(ret, "ring_buffer__poll")
+        return self._take()
+
+    def consume(self) -> RecordBatch:
+        """Drain one batch of what is there now, without waiting."""
+        self._check(lib.ring_buffer__consume(self._handle()), "ring_buffer__consume")
+        return self._take()
+
+    def drain(self) -> Iterator[RecordBatch]:
+        """Batches until the rings are empty."""
+        while True:
+            batch = self.consume()
+            if not batch:
+                return
+            yield batch
+
+    @staticmethod
+    def _check(ret: int, operation: str) -> None:
+        # -ENOSPC: our callback ended the loop because the batch is full
+        if ret < 0 and ret not in (-errno.ENOSPC, -errno.EINTR):
+            raise BPFError(-ret, operation)
+
+    def _take(self) -> RecordBatch:
+        batch = self._batch
+        count = batch.count
+        if not count:
+            return RecordBatch(self.head_size, b"", b"", [])
+        heads = ffi.buffer(self._heads, count * self.head_size)[:]
+        tails = ffi.buffer(self._tails, batch.tail_used)[:]
+        sizes = ffi.unpack(self._tail_sizes, count)
+        batch.count = 0
+        batch.tail_used = 0
+        return RecordBatch(self.head_size, heads, tails, sizes)
+
+    def close(self) -> None:
+        if self._ptr is not None:
+            lib.ring_buffer__free(self._ptr)
+            self._ptr = None
+
+    @property
+    def closed(self) -> bool:
+        return self._ptr is None
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_ptr", None) is not None:
+            self.close()

@@ -1,0 +1,331 @@
+"""The open tracer: echo_open.bpf.o loaded through the generic loader.
+
+    with Tracer(pids=[1234], failed_only=True) as tracer:
+        for event in tracer.events(timeout=1.0):
+            print(event.pid, event.path, event.error)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import os
+import struct
+import time
+from collections.abc import AsyncIterator, Iterable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Optional, Union
+
+from echo_open._layout import lib as _c
+
+from . import layout, system
+from .events import OpenEvent, decode_batch
+from .loader import BPFObject, Link, RingBuffer
+
+# program -> the tracepoint it needs (category, event); pairs load together or not at all
+_PAIRS = [
+    (("enter_open", "sys_enter_open"), ("exit_open", "sys_exit_open")),
+    (("enter_openat", "sys_enter_openat"), ("exit_openat", "sys_exit_openat")),
+    (("enter_openat2", "sys_enter_openat2"), ("exit_openat2", "sys_exit_openat2")),
+    (("enter_creat", "sys_enter_creat"), ("exit_creat", "sys_exit_creat")),
+    (("enter_open_by_handle_at", "sys_enter_open_by_handle_at"),
+     ("exit_open_by_handle_at", "sys_exit_open_by_handle_at")),
+]
+_URING = (("uring_submit", "io_uring_submit_req"), ("uring_complete", "io_uring_complete"))
+
+PathLike = Union[str, bytes, os.PathLike]
+
+
+def default_object_path() -> Path:
+    """The prebuilt BPF object shipped inside the package."""
+    return Path(str(importlib.resources.files("echo_open") / "bpf" / "echo_open.bpf.o"))
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counts kept in the kernel since the tracer started."""
+
+    emitted: int = 0          # events written to the ring buffer
+    filtered: int = 0         # opens a filter kept out
+    ring_full: int = 0        # lost: the ring buffer was full
+    args_full: int = 0        # lost: too many opens in flight
+    path_fault: int = 0       # delivered without the path: it could not be read
+    no_entry: int = 0         # exits whose entry was not seen (in flight at start, or filtered)
+    wakeups: int = 0          # consumer wake-ups forced
+
+    @property
+    def dropped(self) -> int:
+        return self.ring_full + self.args_full
+
+    def drops(self) -> dict[str, int]:
+        """Losses by reason, the path faults included (events without their path)."""
+        return {"ring_full": self.ring_full, "args_full": self.args_full,
+                "path_fault": self.path_fault}
+
+    def __sub__(self, other: Stats) -> Stats:
+        return Stats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
+
+
+_COUNTER_SLOTS = {
+    "emitted": _c.EO_CNT_EMITTED, "filtered": _c.EO_CNT_FILTERED,
+    "ring_full": _c.EO_DROP_RING_FULL, "args_full": _c.EO_DROP_ARGS_FULL,
+    "path_fault": _c.EO_DROP_PATH_FAULT, "no_entry": _c.EO_CNT_NO_ENTRY,
+    "wakeups": _c.EO_CNT_WAKEUPS,
+}
+
+
+def _as_bytes(value: PathLike) -> bytes:
+    return os.fsencode(value)
+
+
+class Tracer:
+    """Every open on the machine, filtered in the kernel.
+
+    Filters (all optional; an open must pass every one given):
+      pids, tids     -- thread group ids / thread ids (several allowed)
+      uid            -- the opener's real uid
+      failed_only    -- only opens that failed
+      comm           -- the process name contains this (up to 15 bytes)
+      flags          -- open flags: any of them set (O_RDONLY matches read-only opens)
+      path_prefixes  -- the path starts with one of these (up to 8, 255 bytes each);
+                        matched on the resolved path if prefix_on_resolved
+    Tuning: ring_size (bytes, a power of two), wakeup_bytes (wake the consumer
+    only while this much is pending; 0 wakes per record), poll_interval (the
+    longest an event waits in the ring when fewer than wakeup_bytes are pending).
+    """
+
+    def __init__(self, *, pids: Iterable[int] = (), tids: Iterable[int] = (),
+                 uid: Optional[int] = None, failed_only: bool = False,
+                 comm: Optional[Union[str, bytes]] = None, flags: Iterable[int] = (),
+                 path_prefixes: Iterable[PathLike] = (), prefix_on_resolved: bool = False,
+                 resolve_paths: bool = True, ring_size: int = 16 << 20,
+                 wakeup_bytes: int = 256 << 10, wakeup_interval: float = 0.001,
+                 poll_interval: float = 0.1, exclude_self: bool = True,
+                 object_path: Optional[PathLike] = None) -> None:
+        self.pids = sorted(set(pids))
+        self.tids = sorted(set(tids))
+        self.uid = uid
+        self.failed_only = failed_only
+        self.comm = os.fsencode(comm) if comm is not None else None
+        self.flags = list(flags)
+        self.path_prefixes = [_as_bytes(p) for p in path_prefixes]
+        self.prefix_on_resolved = prefix_on_resolved
+        self.resolve_paths = resolve_paths or prefix_on_resolved
+        self.ring_size = ring_size
+        self.wakeup_bytes = wakeup_bytes
+        self.wakeup_interval = wakeup_interval
+        self.poll_interval = poll_interval
+        self.exclude_self = exclude_self
+        self.object_path = Path(os.fsdecode(object_path)) if object_path else None
+        self._validate()
+        self._obj: Optional[BPFObject] = None
+        self._links: list[Link] = []
+        self._ring: Optional[RingBuffer] = None
+        self._wall_offset_ns = 0
+        self.attached_tracepoints: list[str] = []
+
+    def _validate(self) -> None:
+        for name, ids in (("pid", self.pids), ("tid", self.tids)):
+            if len(ids) > layout.MAX_FILTER_IDS:
+                raise ValueError(f"at most {layout.MAX_FILTER_IDS} {name}s")
+            for value in ids:
+                if not 0 < value < 2**32:
+                    raise ValueError(f"bad {name} {value}")
+        if self.uid is not None and not 0 <= self.uid < 2**32:
+            raise ValueError(f"bad uid {self.uid}")
+        if self.comm is not None and not 0 < len(self.comm) < layout.COMM_LEN:
+            raise ValueError(f"process name must be 1 to {layout.COMM_LEN - 1} bytes")
+        if len(self.path_prefixes) > layout.MAX_PREFIXES:
+            raise ValueError(f"at most {layout.MAX_PREFIXES} path prefixes")
+        for prefix in self.path_prefixes:
+            if not 0 < len(prefix) < layout.PREFIX_MAX or b"\0" in prefix:
+                raise ValueError(f"path prefix must be 1 to {layout.PREFIX_MAX - 1} bytes")
+        for flag in self.flags:
+            if not 0 <= flag < 2**32:
+                raise ValueError(f"bad open flag {flag}")
+        size = self.ring_size
+        if size < 1 << 16 or size & (size - 1) or size > 1 << 30:
+            raise ValueError("ring size must be a power of two from 64 KiB to 1 GiB")
+        if self.wakeup_bytes < 0 or self.wakeup_bytes >= size:
+            raise ValueError("wakeup_bytes must be below the ring size")
+        if self.poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+
+    # ---- lifecycle: open -> configure -> load -> attach
+
+    def start(self) -> Tracer:
+        if self._obj is not None:
+            return self
+        tracefs = system.check_all()
+        obj = BPFObject.open(self.object_path or default_object_path())
+        try:
+            self._configure(obj, tracefs)
+            obj.load()
+            self._fill_filter_maps(obj)
+            self._ring = RingBuffer(obj.map("events"), head_size=layout.EVENT_SIZE,
+                                    max_tail=layout.MAX_TAIL)
+            self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
+            self._links = obj.attach_all()
+        except BaseException:
+            if self._ring is not None:
+                self._ring.close()
+                self._ring = None
+            obj.close()
+            raise
+        self._obj = obj
+        return self
+
+    def _configure(self, obj: BPFObject, tracefs: Path) -> None:
+        obj.map("events").max_entries = self.ring_size
+        self.attached_tracepoints = []
+        for category, pairs in (("syscalls", _PAIRS), ("io_uring", [_URING])):
+            for pair in pairs:
+                present = all(system.tracepoint_exists(tracefs, category, event)
+                              for _, event in pair)
+                for program, event in pair:
+                    obj.program(program).autoload = present
+                    if present:
+                        self.attached_tracepoints.append(f"{category}:{event}")
+        config = layout.new_config()
+        config.wakeup_bytes = self.wakeup_bytes
+        config.wakeup_min_ns = int(self.wakeup_interval * 1e9)
+        config.self_tgid = os.getpid() if self.exclude_self else 0
+        config.filter_pid = bool(self.pids)
+        config.filter_tid = bool(self.tids)
+        if self.uid is not None:
+            config.filter_uid = 1
+            config.uid = self.uid
+        config.failed_only = self.failed_only
+        if self.flags:
+            config.filter_flags = 1
+            mask = 0
+            for flag in self.flags:
+                mask |= flag
+                if flag == 0:
+                    config.flags_rdonly = 1
+            config.flags_any = mask
+        config.resolve_paths = self.resolve_paths
+        config.prefix_on_resolved = self.prefix_on_resolved
+        if self.comm:
+            config.comm_len = len(self.comm)
+            config.comm_match = self.comm
+        config.n_prefixes = len(self.path_prefixes)
+        for i, prefix in enumerate(self.path_prefixes):
+            config.prefix_len[i] = len(prefix)
+            config.prefix[i] = prefix
+        rodata = obj.map(".rodata.config").initial_value()
+        raw = layout.config_bytes(config)
+        rodata[:len(raw)] = raw
+
+    def _fill_filter_maps(self, obj: BPFObject) -> None:
+        for map_name, ids in (("filter_pids", self.pids), ("filter_tids", self.tids)):
+            bpf_map = obj.map(map_name)
+            for value in ids:
+                bpf_map.update(struct.pack("<I", value), b"\x01")
+
+    def close(self) -> None:
+        """Detach everything and free the kernel objects. Safe to call twice."""
+        for link in self._links:
+            link.close()
+        self._links = []
+        if self._ring is not None:
+            self._ring.close()
+            self._ring = None
+        if self._obj is not None:
+            self._obj.close()
+            self._obj = None
+
+    @property
+    def running(self) -> bool:
+        return self._obj is not None
+
+    def __enter__(self) -> Tracer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- reading
+
+    def _ring_or_raise(self) -> RingBuffer:
+        if self._ring is None:
+            raise RuntimeError("the tracer is not started (use start() or `with`)")
+        return self._ring
+
+    def fileno(self) -> int:
+        """An fd that becomes readable when the kernel wakes the consumer."""
+        return self._ring_or_raise().fileno()
+
+    def read(self, timeout: Optional[float] = None) -> list[OpenEvent]:
+        """One batch of events: waits up to ``timeout`` seconds (None: until there are some)."""
+        ring = self._ring_or_raise()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            wait = self.poll_interval
+            if deadline is not None:
+                wait = max(0.0, min(wait, deadline - time.monotonic()))
+            batch = ring.poll(wait)
+            if batch:
+                return decode_batch(batch, self._wall_offset_ns)
+            if deadline is not None and time.monotonic() >= deadline:
+                return []
+
+    def batches(self, timeout: Optional[float] = None) -> Iterator[list[OpenEvent]]:
+        """Batches of events; ends after ``timeout`` seconds without one (None: never)."""
+        while True:
+            batch = self.read(timeout)
+            if not batch:
+                return
+            yield batch
+
+    def events(self, timeout: Optional[float] = None) -> Iterator[OpenEvent]:
+        """Events one by one; ends after ``timeout`` seconds without one (None: never)."""
+        for batch in self.batches(timeout):
+            yield from batch
+
+    def drain(self) -> list[OpenEvent]:
+        """Everything in the ring now, without waiting."""
+        ring = self._ring_or_raise()
+        events: list[OpenEvent] = []
+        for batch in ring.drain():
+            events.extend(decode_batch(batch, self._wall_offset_ns))
+        return events
+
+    async def aevents(self) -> AsyncIterator[OpenEvent]:
+        """Events for asyncio: waits on the ring's fd in the event loop, no thread."""
+        ring = self._ring_or_raise()
+        loop = asyncio.get_running_loop()
+        woken = asyncio.Event()
+        fd = ring.fileno()
+        loop.add_reader(fd, woken.set)
+        try:
+            while True:
+                batch = ring.consume()
+                if batch:
+                    for event in decode_batch(batch, self._wall_offset_ns):
+                        yield event
+                    continue
+                woken.clear()
+                # records written without a wake-up are collected on timeout
+                try:
+                    await asyncio.wait_for(woken.wait(), self.poll_interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            loop.remove_reader(fd)
+
+    def __aiter__(self) -> AsyncIterator[OpenEvent]:
+        return self.aevents()
+
+    # ---- accounting
+
+    def stats(self) -> Stats:
+        if self._obj is None:
+            raise RuntimeError("the tracer is not started")
+        counters = self._obj.map("counters")
+        values = {}
+        for name, slot in _COUNTER_SLOTS.items():
+            per_cpu = counters.lookup(struct.pack("<I", slot)) or []
+            values[name] = sum(struct.unpack("<Q", value)[0] for value in per_cpu)
+        return Stats(**values)
