@@ -49,7 +49,8 @@ struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,
 int bpf_object__load(struct bpf_object *obj);
 void bpf_object__close(struct bpf_object *obj);
 const char *bpf_object__name(const struct bpf_object *obj);
-struct bpf_program *bpf_object__next_program(const struct bpf_object *obj, struct bpf_program *prog);
+struct bpf_program *bpf_object__next_program(const struct bpf_object *obj,
+                                             struct bpf_program *prog);
 struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
 
 const char *bpf_program__name(const struct bpf_program *prog);
@@ -77,7 +78,8 @@ int bpf_map_get_next_key(int fd, const void *key, void *next_key);
 
 struct ring_buffer *ring_buffer__new(int map_fd, ring_buffer_sample_fn sample_cb, void *ctx,
                                      const struct ring_buffer_opts *opts);
-int ring_buffer__add(struct ring_buffer *rb, int map_fd, ring_buffer_sample_fn sample_cb, void *ctx);
+int ring_buffer__add(struct ring_buffer *rb, int map_fd, ring_buffer_sample_fn sample_cb,
+                     void *ctx);
 void ring_buffer__free(struct ring_buffer *rb);
 int ring_buffer__poll(struct ring_buffer *rb, int timeout_ms);
 int ring_buffer__consume(struct ring_buffer *rb);

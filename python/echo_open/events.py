@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import datetime as _dt
 import posixpath
-from typing import Optional
 
 from echo_open._layout import lib as _c
 
 from .flags import errno_name, flags_text
-from .layout import EVENT_FIELDS, EVENT_STRUCT, EVENT_SIZE
+from .layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT
 from .loader import RecordBatch
 
 SYSCALL_NAMES = {
@@ -86,16 +85,16 @@ class OpenEvent:
         return self.ret >= 0
 
     @property
-    def fd(self) -> Optional[int]:
+    def fd(self) -> int | None:
         """The new descriptor (None if the open failed or went to an io_uring fixed slot)."""
         return self.ret if self.ret >= 0 and not self.fixed_file else None
 
     @property
-    def errno(self) -> Optional[int]:
+    def errno(self) -> int | None:
         return -self.ret if self.ret < 0 else None
 
     @property
-    def error(self) -> Optional[str]:
+    def error(self) -> str | None:
         """``ENOENT`` etc., None when the open succeeded."""
         return errno_name(-self.ret) if self.ret < 0 else None
 
@@ -128,7 +127,7 @@ class OpenEvent:
         return bool(self.status & _ST_FIXED_FILE)
 
     @property
-    def resolved_bytes(self) -> Optional[bytes]:
+    def resolved_bytes(self) -> bytes | None:
         """The absolute path, from the root of mount namespace ``resolved_mntns``.
 
         For a successful open: the opened file itself (canonical). For a failed
@@ -145,7 +144,7 @@ class OpenEvent:
         return None
 
     @property
-    def resolved(self) -> Optional[str]:
+    def resolved(self) -> str | None:
         raw = self.resolved_bytes
         return None if raw is None else raw.decode("utf-8", "surrogateescape")
 
@@ -213,7 +212,8 @@ def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]
     tails = batch.tails
     offset = 0
     setters = _SETTERS
-    for fields, tail_size in zip(EVENT_STRUCT.iter_unpack(batch.heads), batch.tail_sizes):
+    heads = EVENT_STRUCT.iter_unpack(batch.heads)
+    for fields, tail_size in zip(heads, batch.tail_sizes, strict=True):
         event = _new(OpenEvent)
         for i, name in setters:
             _set(event, name, fields[i])

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.resources
 import os
 import struct
@@ -15,7 +16,6 @@ import time
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Optional, Union
 
 from echo_open._layout import lib as _c
 
@@ -34,7 +34,7 @@ _PAIRS = [
 ]
 _URING = (("uring_submit", "io_uring_submit_req"), ("uring_complete", "io_uring_complete"))
 
-PathLike = Union[str, bytes, os.PathLike]
+PathLike = str | bytes | os.PathLike
 
 
 def default_object_path() -> Path:
@@ -96,13 +96,13 @@ class Tracer:
     """
 
     def __init__(self, *, pids: Iterable[int] = (), tids: Iterable[int] = (),
-                 uid: Optional[int] = None, failed_only: bool = False,
-                 comm: Optional[Union[str, bytes]] = None, flags: Iterable[int] = (),
+                 uid: int | None = None, failed_only: bool = False,
+                 comm: str | bytes | None = None, flags: Iterable[int] = (),
                  path_prefixes: Iterable[PathLike] = (), prefix_on_resolved: bool = False,
                  resolve_paths: bool = True, ring_size: int = 16 << 20,
                  wakeup_bytes: int = 256 << 10, wakeup_interval: float = 0.001,
                  poll_interval: float = 0.1, exclude_self: bool = True,
-                 object_path: Optional[PathLike] = None) -> None:
+                 object_path: PathLike | None = None) -> None:
         self.pids = sorted(set(pids))
         self.tids = sorted(set(tids))
         self.uid = uid
@@ -119,9 +119,9 @@ class Tracer:
         self.exclude_self = exclude_self
         self.object_path = Path(os.fsdecode(object_path)) if object_path else None
         self._validate()
-        self._obj: Optional[BPFObject] = None
+        self._obj: BPFObject | None = None
         self._links: list[Link] = []
-        self._ring: Optional[RingBuffer] = None
+        self._ring: RingBuffer | None = None
         self._wall_offset_ns = 0
         self.attached_tracepoints: list[str] = []
 
@@ -257,7 +257,7 @@ class Tracer:
         """An fd that becomes readable when the kernel wakes the consumer."""
         return self._ring_or_raise().fileno()
 
-    def read(self, timeout: Optional[float] = None) -> list[OpenEvent]:
+    def read(self, timeout: float | None = None) -> list[OpenEvent]:
         """One batch of events: waits up to ``timeout`` seconds (None: until there are some)."""
         ring = self._ring_or_raise()
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -271,7 +271,7 @@ class Tracer:
             if deadline is not None and time.monotonic() >= deadline:
                 return []
 
-    def batches(self, timeout: Optional[float] = None) -> Iterator[list[OpenEvent]]:
+    def batches(self, timeout: float | None = None) -> Iterator[list[OpenEvent]]:
         """Batches of events; ends after ``timeout`` seconds without one (None: never)."""
         while True:
             batch = self.read(timeout)
@@ -279,7 +279,7 @@ class Tracer:
                 return
             yield batch
 
-    def events(self, timeout: Optional[float] = None) -> Iterator[OpenEvent]:
+    def events(self, timeout: float | None = None) -> Iterator[OpenEvent]:
         """Events one by one; ends after ``timeout`` seconds without one (None: never)."""
         for batch in self.batches(timeout):
             yield from batch
@@ -308,10 +308,8 @@ class Tracer:
                     continue
                 woken.clear()
                 # records written without a wake-up are collected on timeout
-                try:
+                with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(woken.wait(), self.poll_interval)
-                except asyncio.TimeoutError:
-                    pass
         finally:
             loop.remove_reader(fd)
 

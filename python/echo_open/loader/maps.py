@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 from ._binding import ffi, lib, possible_cpus
 from .errors import BPFError, check
@@ -12,12 +12,13 @@ if TYPE_CHECKING:
     from .object import BPFObject
 
 # linux/bpf.h enum bpf_map_type: the ones whose values are per CPU
-PERCPU_TYPES = frozenset({5, 6, 10, 21})  # PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+# PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
+PERCPU_TYPES = frozenset({5, 6, 10, 21})
 RINGBUF_TYPE = 27
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 
-Bytes = Union[bytes, bytearray, memoryview]
+Bytes = bytes | bytearray | memoryview
 
 
 class Map:
@@ -79,7 +80,7 @@ class Map:
     def _value_stride(self) -> int:
         return (self.value_size + 7) & ~7
 
-    def lookup(self, key: Bytes) -> Union[bytes, list[bytes], None]:
+    def lookup(self, key: Bytes) -> bytes | list[bytes] | None:
         """The value at ``key`` (per CPU: a list), or None if there is none."""
         size = possible_cpus() * self._value_stride() if self.percpu else self.value_size
         value = ffi.new("char[]", size)
@@ -93,7 +94,7 @@ class Map:
         stride = self._value_stride()
         return [raw[i * stride:i * stride + self.value_size] for i in range(possible_cpus())]
 
-    def update(self, key: Bytes, value: Union[Bytes, list[Bytes]], flags: int = BPF_ANY) -> None:
+    def update(self, key: Bytes, value: Bytes | list[Bytes], flags: int = BPF_ANY) -> None:
         """Set ``key`` to ``value``; for per-CPU maps, ``value`` is one per possible CPU."""
         if self.percpu:
             values = list(value) if isinstance(value, list) else [value] * possible_cpus()
@@ -132,7 +133,7 @@ class Map:
         if ret != -2:
             check(ret, f"bpf_map_get_next_key({self.name})")
 
-    def items(self) -> Iterator[tuple[bytes, Union[bytes, list[bytes]]]]:
+    def items(self) -> Iterator[tuple[bytes, bytes | list[bytes]]]:
         for key in self.keys():
             value = self.lookup(key)
             if value is not None:

@@ -6,7 +6,6 @@ import os
 import weakref
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Union
 
 from ._binding import capture_log, ffi, lib
 from .errors import BPFError, LoadError, check
@@ -112,7 +111,7 @@ class BPFObject:
             map_ptr = lib.bpf_object__next_map(ptr, map_ptr)
 
     @classmethod
-    def open(cls, path: Union[str, os.PathLike]) -> BPFObject:
+    def open(cls, path: str | os.PathLike) -> BPFObject:
         path = Path(path)
         with capture_log() as log:
             ptr = lib.bpf_object__open_file(os.fsencode(path), ffi.NULL)

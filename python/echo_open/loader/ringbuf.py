@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 from collections.abc import Iterator, Sequence
-from typing import Optional, Union
 
 from ._binding import ffi, lib
 from .errors import BPFError, check
@@ -54,7 +53,7 @@ class RingBuffer:
     BPF_RB_NO_WAKEUP is picked up by ``poll`` when its timeout expires.
     """
 
-    def __init__(self, maps: Union[Map, Sequence[Map]], *, head_size: int, max_tail: int,
+    def __init__(self, maps: Map | Sequence[Map], *, head_size: int, max_tail: int,
                  batch_records: int = 8192, batch_bytes: int = 8 << 20) -> None:
         maps = [maps] if isinstance(maps, Map) else list(maps)
         if not maps:
@@ -103,7 +102,7 @@ class RingBuffer:
             raise ValueError("ring buffer is closed")
         return self._ptr
 
-    def poll(self, timeout: Optional[float] = None) -> RecordBatch:
+    def poll(self, timeout: float | None = None) -> RecordBatch:
         """Wait up to ``timeout`` seconds (None: until woken) and drain one batch."""
         ptr = self._handle()
         if self._batch.count:

@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# Sets up echo-open on Debian 12, as root, and then traces or runs the tests.
+#
+#   ./bootstrap.sh trace [echo-open options]   set up, then trace until Ctrl-C
+#   ./bootstrap.sh test  [pytest options]      set up, then run every test
+#   ./bootstrap.sh setup                       set up only
+#
+# Idempotent: installs only what is missing (apt packages, the .venv), then
+# rebuilds and reinstalls the package (BPF object and cffi extension) into .venv.
+set -euo pipefail
+cd "$(dirname "$(readlink -f "$0")")"
+
+APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool cmake make gcc
+              python3 python3-venv python3-dev liburing-dev util-linux)
+BENCH_APT_PACKAGES=(libbpf-tools bpftrace strace)
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    log "run me as root (sudo $0 $*): installing packages and loading BPF need it"
+    exit 77
+fi
+
+install_apt() {
+    local missing=()
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "apt-get install ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+setup() {
+    install_apt "${APT_PACKAGES[@]}"
+    # Debian's python3: the venv must not depend on whatever python3 is first on PATH
+    if [ ! -x .venv/bin/python ]; then
+        log "creating .venv"
+        /usr/bin/python3 -m venv .venv
+    fi
+    .venv/bin/python -m pip install -q --upgrade pip
+    log "building and installing echo-open into .venv"
+    .venv/bin/python -m pip install -q ".[test]"
+}
+
+mount_tracefs() {
+    # the tool mounts it itself too; the tests also read tracefs directly
+    [ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing
+}
+
+command="${1:-trace}"
+[ "$#" -gt 0 ] && shift
+case "$command" in
+    setup)
+        setup ;;
+    trace)
+        setup
+        exec .venv/bin/echo-open "$@" ;;
+    test)
+        install_apt "${BENCH_APT_PACKAGES[@]}"
+        setup
+        mount_tracefs
+        .venv/bin/ruff check python tests bench build.py
+        # from tests/, so the installed package is imported, not ./python
+        cd tests && exec ../.venv/bin/python -m pytest "$@" ;;
+    *)
+        log "usage: $0 {trace|test|setup} [args...]"
+        exit 2 ;;
+esac

@@ -1,0 +1,265 @@
+"""The echo-open command: parse options, run the tracer, render events.
+
+Exit status: 0 after Ctrl-C, SIGTERM, -d expiry or a closed stdout; 2 usage
+error; 77 not permitted; 78 kernel without BTF; 72 tracefs unavailable; 70 the
+BPF object failed to load or attach; 74 output error; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import signal
+import sys
+import time
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from ..flags import parse_open_flag
+from ..loader import BPFError, LoadError
+from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
+from ..tracer import Stats, Tracer
+from .render import JsonRenderer, TableRenderer
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_BPF = 70
+EXIT_NO_TRACEFS = 72
+EXIT_OUTPUT = 74
+EXIT_NOT_PERMITTED = 77
+EXIT_NO_BTF = 78
+
+_ENV_EXIT = {NotPermitted: EXIT_NOT_PERMITTED, NoBTF: EXIT_NO_BTF, NoTracefs: EXIT_NO_TRACEFS}
+
+EXAMPLES = """
+Examples:
+
+  echo-open                        every open on the machine
+
+  echo-open -x                     only failed opens
+
+  echo-open -p 1234 -p 1235        opens by two processes
+
+  echo-open -n nginx -e            names containing "nginx", with flags
+
+  echo-open -f O_WRONLY -f O_CREAT opens for writing or creating
+
+  echo-open --path-prefix /etc/    paths under /etc/ (as passed)
+
+  echo-open -F --prefix-on resolved --path-prefix /etc/
+                                   what really is under /etc/
+
+  echo-open --json -d 10 > o.jsonl ten seconds of JSON lines
+"""
+
+
+class PrefixOn(str, Enum):
+    passed = "passed"
+    resolved = "resolved"
+
+
+class _Stop(Exception):
+    """SIGTERM: stop like Ctrl-C."""
+
+
+def _parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = text[-1:] if text[-1:] in units else ""
+    number = text[:-1] if unit else text
+    try:
+        return int(number) * units[unit]
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size like 16M") from None
+
+
+def _flag_values(values: list[str]) -> list[int]:
+    flags = []
+    for value in values:
+        try:
+            flags.append(parse_open_flag(value))
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return flags
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and value <= 0:
+        raise typer.BadParameter("must be a positive number of seconds")
+    return value
+
+
+def _ring_size(value: str) -> int:
+    size = _parse_size(value)
+    if size < 1 << 16 or size & (size - 1) or size > 1 << 30:
+        raise typer.BadParameter("must be a power of two from 64K to 1G")
+    return size
+
+
+def _print_summary(stats: Stats, shown: int) -> None:
+    drops = ", ".join(f"{name.replace('_', ' ')} {count}"
+                      for name, count in stats.drops().items())
+    print(f"echo-open: {shown} events shown, {stats.filtered} filtered in the kernel, "
+          f"{stats.dropped} lost ({drops})", file=sys.stderr)
+
+
+def _warn_drops(stats: Stats, previous: Stats) -> None:
+    new = stats - previous
+    if new.dropped or new.path_fault:
+        print(f"echo-open: warning: {new.dropped} events lost in the last interval "
+              f"(ring full {new.ring_full}, args full {new.args_full}), "
+              f"{new.path_fault} paths unreadable; try a larger --ring-size",
+              file=sys.stderr, flush=True)
+
+
+def _own_mntns() -> int:
+    try:
+        return os.stat("/proc/self/ns/mnt").st_ino
+    except OSError:
+        return 0
+
+
+def trace(
+    pid: Annotated[list[int], typer.Option(
+        "-p", "--pid", metavar="PID", help="Only this process (repeatable).")] = [],  # noqa: B006
+    tid: Annotated[list[int], typer.Option(
+        "-t", "--tid", metavar="TID", help="Only this thread (repeatable).")] = [],  # noqa: B006
+    uid: Annotated[int | None, typer.Option(
+        "-u", "--uid", min=0, metavar="UID", help="Only this user id.")] = None,
+    failed: Annotated[bool, typer.Option("-x", "--failed", help="Only failed opens.")] = False,
+    name: Annotated[str | None, typer.Option(
+        "-n", "--name", metavar="NAME",
+        help="Only processes whose name contains NAME.")] = None,
+    extended: Annotated[bool, typer.Option(
+        "-e", "--extended", help="Show syscall, flags and mode.")] = False,
+    timestamp: Annotated[bool, typer.Option("-T", "--timestamp", help="Show the time.")] = False,
+    print_uid: Annotated[bool, typer.Option(
+        "-U", "--print-uid", help="Show the UID column.")] = False,
+    duration: Annotated[float | None, typer.Option(
+        "-d", "--duration", callback=_positive, metavar="SECONDS",
+        help="Stop after this many seconds.")] = None,
+    flag: Annotated[list[str], typer.Option(
+        "-f", "--flag", metavar="FLAG",
+        help="Only opens with any of these flags (O_WRONLY...).")] = [],  # noqa: B006
+    full_path: Annotated[bool, typer.Option(
+        "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
+    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    path_prefix: Annotated[list[str], typer.Option(
+        "--path-prefix", metavar="PREFIX",
+        help="Only paths starting with this (repeatable).")] = [],  # noqa: B006
+    prefix_on: Annotated[PrefixOn, typer.Option(
+        "--prefix-on",
+        help="Match --path-prefix on the path as passed or on the resolved path.")
+    ] = PrefixOn.passed,
+    ring_size: Annotated[str, typer.Option(
+        "--ring-size", metavar="SIZE", help="Ring buffer size (power of two).")] = "16M",
+    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
+                       ] = False,
+) -> None:
+    """Show every file open on this machine as it happens (eBPF)."""
+    flags = _flag_values(flag)
+    ring_bytes = _ring_size(ring_size)
+    if name is not None and not 0 < len(os.fsencode(name)) < 16:
+        raise typer.BadParameter("must be 1 to 15 bytes", param_hint="'-n' / '--name'")
+    for prefix in path_prefix:
+        if not 0 < len(os.fsencode(prefix)) < 256:
+            raise typer.BadParameter("must be 1 to 255 bytes", param_hint="'--path-prefix'")
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
+                        format="%(name)s: %(message)s")
+    try:
+        tracer = Tracer(pids=pid, tids=tid, uid=uid, failed_only=failed, comm=name,
+                        flags=flags, path_prefixes=path_prefix,
+                        prefix_on_resolved=prefix_on is PrefixOn.resolved,
+                        ring_size=ring_bytes)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    renderer = JsonRenderer() if json_lines else TableRenderer(
+        timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
+        own_mntns=_own_mntns())
+    raise typer.Exit(_run(tracer, renderer, duration))
+
+
+def _run(tracer: Tracer, renderer, duration: float | None) -> int:
+    def on_term(signum, frame):
+        raise _Stop
+
+    previous_term = signal.signal(signal.SIGTERM, on_term)
+    out = sys.stdout
+    shown = 0
+    stats: Stats | None = None
+    status = EXIT_OK
+    try:
+        try:
+            tracer.start()
+        except EnvironmentProblem as exc:
+            print(f"echo-open: {exc}", file=sys.stderr)
+            return _ENV_EXIT.get(type(exc), EXIT_FAILURE)
+        except LoadError as exc:
+            print(f"echo-open: the kernel refused the BPF programs ({exc.operation}: "
+                  f"{os.strerror(exc.errno)}); run with -v for the verifier log",
+                  file=sys.stderr)
+            return EXIT_BPF
+        except BPFError as exc:
+            if exc.errno == errno.EPERM:
+                print(f"echo-open: not permitted: {exc} (needs root or CAP_BPF+CAP_PERFMON)",
+                      file=sys.stderr)
+                return EXIT_NOT_PERMITTED
+            print(f"echo-open: {exc}", file=sys.stderr)
+            return EXIT_BPF
+        out.write(renderer.header())
+        out.flush()
+        deadline = None if duration is None else time.monotonic() + duration
+        last_check = time.monotonic()
+        checked = Stats()
+        while True:
+            timeout = 0.5
+            if deadline is not None:
+                timeout = deadline - time.monotonic()
+                if timeout <= 0:
+                    break
+                timeout = min(timeout, 0.5)
+            events = tracer.read(timeout)
+            if events:
+                out.write(renderer.lines(events))
+                out.flush()
+                shown += len(events)
+            now = time.monotonic()
+            if now - last_check >= 1.0:
+                current = tracer.stats()
+                _warn_drops(current, checked)
+                checked, last_check = current, now
+    except (KeyboardInterrupt, _Stop):
+        pass
+    except BrokenPipeError:
+        # the reader went away (e.g. `| head`): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except OSError as exc:
+        print(f"echo-open: output error: {exc}", file=sys.stderr)
+        status = EXIT_OUTPUT
+    finally:
+        if tracer.running:
+            stats = tracer.stats()
+        tracer.close()
+        signal.signal(signal.SIGTERM, previous_term)
+    if stats is not None:
+        _print_summary(stats, shown)
+    return status
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None,
+                  context_settings={"help_option_names": ["-h", "--help"]})
+app.command(epilog=EXAMPLES)(trace)
+
+
+def main() -> None:
+    """Entry point of the echo-open script."""
+    try:
+        app()
+    except KeyboardInterrupt:  # Ctrl-C before the tracer started
+        sys.exit(EXIT_OK)

@@ -1,0 +1,87 @@
+"""Shared fixtures. Every test here runs against the real kernel, as root."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from echo_open import OpenEvent, Tracer
+
+HERE = Path(__file__).resolve().parent
+OPENER = HERE / "opener.py"
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() != 0:
+        raise pytest.UsageError("the tests load BPF programs: run them as root")
+
+
+class Child:
+    """A process that opens what it is told once we say go (its pid is known before)."""
+
+    _count = 0
+
+    def __init__(self, *actions: str, name: str | None = None, cwd: str | None = None,
+                 prefix: tuple[str, ...] = ()) -> None:
+        Child._count += 1
+        self.name = name or f"eo-child-{Child._count}"
+        self.proc = subprocess.Popen([*prefix, sys.executable, str(OPENER), self.name,
+                                      *actions],
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                     cwd=cwd)
+        assert self.proc.stdout.readline().strip() == "ready"
+        self.pid = self.proc.pid
+
+    def go(self) -> list[dict]:
+        """Let it make its opens; returns what each returned."""
+        out, _ = self.proc.communicate("go\n", timeout=30)
+        assert self.proc.returncode == 0
+        return [json.loads(line) for line in out.splitlines()]
+
+
+def collect(tracer: Tracer, match: Callable[[OpenEvent], bool],
+            until: Callable[[list[OpenEvent]], bool], timeout: float = 10.0) -> list[OpenEvent]:
+    """Events that ``match``, read until ``until(events)`` holds or ``timeout`` passes."""
+    events: list[OpenEvent] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        events.extend(e for e in tracer.read(0.2) if match(e))
+        if until(events):
+            break
+    return events
+
+
+def events_of(tracer: Tracer, child: Child, count: int, timeout: float = 10.0,
+              path_filter: Callable[[bytes], bool] | None = None) -> list[OpenEvent]:
+    """The child's events (optionally only some paths), at least ``count`` of them."""
+    def match(e: OpenEvent) -> bool:
+        return e.pid == child.pid and (path_filter is None or path_filter(e.path_bytes))
+
+    return collect(tracer, match, lambda evs: len(evs) >= count, timeout)
+
+
+@pytest.fixture
+def start_tracer() -> Iterator[Callable[..., Tracer]]:
+    """start_tracer(**filters) -> a started Tracer, closed after the test."""
+    tracers: list[Tracer] = []
+
+    def start(**kwargs) -> Tracer:
+        kwargs.setdefault("poll_interval", 0.05)
+        tracer = Tracer(**kwargs).start()
+        tracers.append(tracer)
+        return tracer
+
+    yield start
+    for tracer in tracers:
+        tracer.close()
+
+
+@pytest.fixture
+def tracer(start_tracer) -> Tracer:
+    return start_tracer()
