@@ -77,7 +77,13 @@ def _parse_size(text: str) -> int:
         raise typer.BadParameter(f"{text!r} is not a size like 16M") from None
 
 
-def _flag_values(values: list[str]) -> list[int]:
+def _flag_values(values: list[str]) -> list[str]:
+    """Validate -f values (the option's callback); parsed again by _parse_flags."""
+    _parse_flags(values)
+    return values
+
+
+def _parse_flags(values: list[str]) -> list[int]:
     flags = []
     for value in values:
         try:
@@ -93,11 +99,26 @@ def _positive(value: float | None) -> float | None:
     return value
 
 
-def _ring_size(value: str) -> int:
+def _ring_size(value: str) -> str:
     size = _parse_size(value)
     if size < 1 << 16 or size & (size - 1) or size > 1 << 30:
         raise typer.BadParameter("must be a power of two from 64K to 1G")
-    return size
+    return value
+
+
+def _process_name(value: str | None) -> str | None:
+    if value is not None and not 0 < len(os.fsencode(value)) < 16:
+        raise typer.BadParameter("must be 1 to 15 bytes")
+    return value
+
+
+def _path_prefixes(values: list[str]) -> list[str]:
+    if len(values) > 8:
+        raise typer.BadParameter("at most 8 prefixes")
+    for prefix in values:
+        if not 0 < len(os.fsencode(prefix)) < 256:
+            raise typer.BadParameter("must be 1 to 255 bytes")
+    return values
 
 
 def _print_summary(stats: Stats, shown: int) -> None:
@@ -132,7 +153,7 @@ def trace(
         "-u", "--uid", min=0, metavar="UID", help="Only this user id.")] = None,
     failed: Annotated[bool, typer.Option("-x", "--failed", help="Only failed opens.")] = False,
     name: Annotated[str | None, typer.Option(
-        "-n", "--name", metavar="NAME",
+        "-n", "--name", metavar="NAME", callback=_process_name,
         help="Only processes whose name contains NAME.")] = None,
     extended: Annotated[bool, typer.Option(
         "-e", "--extended", help="Show syscall, flags and mode.")] = False,
@@ -143,31 +164,27 @@ def trace(
         "-d", "--duration", callback=_positive, metavar="SECONDS",
         help="Stop after this many seconds.")] = None,
     flag: Annotated[list[str], typer.Option(
-        "-f", "--flag", metavar="FLAG",
+        "-f", "--flag", metavar="FLAG", callback=_flag_values,
         help="Only opens with any of these flags (O_WRONLY...).")] = [],  # noqa: B006
     full_path: Annotated[bool, typer.Option(
         "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     path_prefix: Annotated[list[str], typer.Option(
-        "--path-prefix", metavar="PREFIX",
+        "--path-prefix", metavar="PREFIX", callback=_path_prefixes,
         help="Only paths starting with this (repeatable).")] = [],  # noqa: B006
     prefix_on: Annotated[PrefixOn, typer.Option(
         "--prefix-on",
         help="Match --path-prefix on the path as passed or on the resolved path.")
     ] = PrefixOn.passed,
     ring_size: Annotated[str, typer.Option(
-        "--ring-size", metavar="SIZE", help="Ring buffer size (power of two).")] = "16M",
+        "--ring-size", metavar="SIZE", callback=_ring_size,
+        help="Ring buffer size (power of two).")] = "16M",
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
                        ] = False,
 ) -> None:
     """Show every file open on this machine as it happens (eBPF)."""
-    flags = _flag_values(flag)
-    ring_bytes = _ring_size(ring_size)
-    if name is not None and not 0 < len(os.fsencode(name)) < 16:
-        raise typer.BadParameter("must be 1 to 15 bytes", param_hint="'-n' / '--name'")
-    for prefix in path_prefix:
-        if not 0 < len(os.fsencode(prefix)) < 256:
-            raise typer.BadParameter("must be 1 to 255 bytes", param_hint="'--path-prefix'")
+    flags = _parse_flags(flag)
+    ring_bytes = _parse_size(ring_size)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
@@ -212,6 +229,9 @@ def _run(tracer: Tracer, renderer, duration: float | None) -> int:
             return EXIT_BPF
         out.write(renderer.header())
         out.flush()
+        # on stderr, so scripts and harnesses know when opens are being seen
+        print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
+              "Ctrl-C to stop", file=sys.stderr, flush=True)
         deadline = None if duration is None else time.monotonic() + duration
         last_check = time.monotonic()
         checked = Stats()

@@ -1,0 +1,260 @@
+"""The echo-open command, run as a user would run it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Child
+
+ECHO_OPEN = str(Path(sys.executable).parent / "echo-open")
+READY = "echo-open: tracing"
+
+
+class Cli:
+    """echo-open running in the background; lines read with a deadline."""
+
+    def __init__(self, *args: str, prefix: tuple[str, ...] = ()) -> None:
+        self.proc = subprocess.Popen([*prefix, ECHO_OPEN, *args], stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE)
+        self._buffer = b""
+        ready = self.proc.stderr.readline().decode()
+        assert ready.startswith(READY), ready + self.proc.stderr.read().decode()
+
+    def lines_until(self, done, timeout: float = 10.0) -> list[str]:
+        """stdout lines until done(lines) holds."""
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        fd = self.proc.stdout.fileno()
+        while not done(lines) and time.monotonic() < deadline:
+            if not select.select([fd], [], [], 0.2)[0]:
+                continue
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            self._buffer += chunk
+            *complete, self._buffer = self._buffer.split(b"\n")
+            lines.extend(line.decode("utf-8") for line in complete)
+        return lines
+
+    def stop(self, sig: int = signal.SIGINT) -> tuple[int, str]:
+        self.proc.send_signal(sig)
+        _, err = self.proc.communicate(timeout=10)
+        return self.proc.returncode, err.decode()
+
+
+def _bpf_prog_ids_of(pid: int) -> set[int]:
+    """The BPF programs a process holds, from its fds' fdinfo."""
+    ids = set()
+    for fdinfo in Path(f"/proc/{pid}/fdinfo").iterdir():
+        try:
+            text = fdinfo.read_text()
+        except OSError:
+            continue
+        ids.update(int(m) for m in re.findall(r"^prog_id:\s*(\d+)", text, re.M))
+    return ids
+
+
+def _bpf_prog_ids() -> set[int]:
+    shown = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], check=True,
+                                      capture_output=True).stdout)
+    return {p["id"] for p in shown}
+
+
+def test_prints_a_childs_opens_and_stops_cleanly_on_sigint(tmp_path):
+    (tmp_path / "seen").write_text("")
+    child = Child(f"openat:.:{tmp_path}/seen", f"openat:.:{tmp_path}/missing")
+    cli = Cli("-p", str(child.pid))
+    progs = _bpf_prog_ids_of(cli.proc.pid)
+    assert progs, "the CLI has BPF programs loaded while it runs"
+    child.go()
+    lines = cli.lines_until(lambda ls: sum(str(tmp_path) in line for line in ls) >= 2)
+    status, err = cli.stop()
+    assert status == 0
+    assert lines[0].split() == ["PID", "TID", "COMM", "FD", "ERR", "PATH"]
+    body = [line.split() for line in lines if str(tmp_path) in line]
+    assert body[0][:3] == [str(child.pid), str(child.pid), child.name]
+    assert int(body[0][3]) >= 0 and body[0][4] == f"{tmp_path}/seen"
+    assert body[1][3:] == ["-1", "ENOENT", f"{tmp_path}/missing"]
+    assert re.search(r"echo-open: \d+ events shown, \d+ filtered in the kernel, 0 lost", err)
+    assert "Traceback" not in err
+    assert not progs & _bpf_prog_ids(), "programs left in the kernel"
+
+
+def test_sigterm_stops_cleanly(tmp_path):
+    cli = Cli("-p", "1")
+    progs = _bpf_prog_ids_of(cli.proc.pid)
+    status, err = cli.stop(signal.SIGTERM)
+    assert status == 0
+    assert "events shown" in err and "Traceback" not in err
+    assert not progs & _bpf_prog_ids()
+
+
+def test_duration_ends_by_itself():
+    started = time.monotonic()
+    done = subprocess.run([ECHO_OPEN, "-d", "1", "-p", "1"], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert 1.0 <= time.monotonic() - started < 10
+    assert "events shown" in done.stderr
+
+
+def test_closed_stdout_ends_cleanly(tmp_path):
+    # opens keep coming while `head` closes the pipe after three lines
+    script = f"set -o pipefail; {ECHO_OPEN} -n eo-pipe | head -3"
+    pipeline = subprocess.Popen(["bash", "-c", script], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while pipeline.poll() is None and time.monotonic() < deadline:
+        Child(*(f"openat:.:{tmp_path}/p{i}" for i in range(5)), name="eo-pipe").go()
+    out, err = pipeline.communicate(timeout=20)
+    assert pipeline.returncode == 0, err
+    assert len(out.splitlines()) == 3
+    assert "Traceback" not in err and "events shown" in err
+
+
+def test_unprivileged_user_gets_exit_77_and_one_line():
+    done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                           "--inh-caps=-all", ECHO_OPEN], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 77
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "CAP_BPF" in done.stderr
+
+
+def test_kernel_without_btf_is_reported():
+    # hide BTF in a private mount namespace
+    done = subprocess.run(["unshare", "-m", "sh", "-c",
+                           f"mount -t tmpfs none /sys/kernel/btf && exec {ECHO_OPEN}"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 78
+    assert "BTF" in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_unmounted_tracefs_is_mounted():
+    script = ("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; "
+              f"{ECHO_OPEN} -d 0.5 -p 1 && test -d /sys/kernel/tracing/events")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+
+
+def test_tracefs_that_cannot_be_mounted_is_reported():
+    # without CAP_SYS_ADMIN the tool may not mount tracefs itself
+    script = ("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; "
+              f"exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin {ECHO_OPEN}")
+    done = subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 72, done.stderr
+    assert "tracefs" in done.stderr and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("args", "option"), [
+    (["-p", "abc"], "-p"),
+    (["-f", "O_BOGUS"], "-f"),
+    (["-d", "-1"], "-d"),
+    (["-u", "-5"], "-u"),
+    (["--ring-size", "3M"], "--ring-size"),
+    (["-n", "a-name-longer-than-15"], "-n"),
+])
+def test_bad_values_are_usage_errors_naming_the_option(args, option):
+    done = subprocess.run([ECHO_OPEN, *args], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 2
+    assert option in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_help_shows_examples():
+    done = subprocess.run([ECHO_OPEN, "--help"], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0
+    assert "Examples:" in done.stdout and "echo-open -x" in done.stdout
+
+
+def test_extended_full_path_uid_and_time_columns(tmp_path):
+    (tmp_path / "dir").mkdir()
+    child = Child(f"chdir:{tmp_path}/dir", f"openat:.:rel:{os.O_WRONLY | os.O_CREAT}")
+    cli = Cli("-p", str(child.pid), "-e", "-F", "-U", "-T")
+    child.go()
+    lines = cli.lines_until(lambda ls: any("rel" in line for line in ls))
+    status, _ = cli.stop()
+    assert status == 0
+    assert lines[0].split() == ["TIME", "UID", "PID", "TID", "COMM", "FD", "ERR", "SYSCALL",
+                                "FLAGS", "MODE", "PATH", "->", "RESOLVED"]
+    fields = next(line for line in lines if "rel" in line).split()
+    assert re.fullmatch(r"\d\d:\d\d:\d\d\.\d{6}", fields[0])
+    assert fields[1] == "0"
+    # ERR is empty for a successful open
+    assert fields[6:] == ["openat", "O_WRONLY|O_CREAT", "000600", "rel", "->",
+                          f"{tmp_path}/dir/rel"]
+
+
+HOSTILE = ["new\nline", "carriage\rreturn", "tab\there", "clear\x1b[2Jscreen",
+           "bell\x07", "back\\slash", "rtl\u202eexe.txt"]
+
+
+def test_hostile_filenames_cannot_forge_or_hide_lines(tmp_path):
+    actions = [f"openat:.:x{os.fsencode(str(tmp_path / name)).hex()}:{os.O_CREAT | os.O_WRONLY}"
+               for name in HOSTILE]
+    child = Child(*actions)
+    cli = Cli("-p", str(child.pid))
+    child.go()
+    lines = cli.lines_until(lambda ls: sum(str(tmp_path) in line for line in ls) >= len(HOSTILE))
+    cli.stop()
+    shown = [line for line in lines if str(tmp_path) in line]
+    assert len(shown) == len(HOSTILE)  # one line each: nothing split or merged
+    joined = "\n".join(lines)
+    assert not re.search(r"[\x00-\x09\x0b-\x1f\x7f\u202e]", joined)
+    path_column = lines[0].index("PATH")
+    paths = [line[path_column:] for line in shown]
+    assert paths == [f"{tmp_path}/{name}" for name in [
+        "new\\nline", "carriage\\rreturn", "tab\\there", "clear\\x1b[2Jscreen", "bell\\x07",
+        "back\\\\slash", "rtl\\u202eexe.txt"]]
+
+
+JSON_TYPES = {
+    "ts_ns": int, "time": str, "pid": int, "tid": int, "ppid": int, "uid": int, "gid": int,
+    "comm": str, "comm_b64": (str, type(None)), "syscall": str, "dfd": int, "flags": int,
+    "flags_text": str, "mode": int, "resolve": int, "ret": int, "fd": (int, type(None)),
+    "errno": (int, type(None)), "error": (str, type(None)), "latency_ns": int, "path": str,
+    "path_b64": (str, type(None)), "truncated": bool, "resolved": (str, type(None)),
+    "resolved_b64": (str, type(None)), "resolved_truncated": bool, "resolved_canonical": bool,
+    "resolved_deleted": bool, "resolved_anonymous": bool, "mntns": int, "resolved_mntns": int,
+}
+
+
+def test_json_lines_schema_and_lossless_paths(tmp_path):
+    import base64
+
+    weird = os.fsencode(str(tmp_path)) + b"/not-utf8-\xff\xfe-\n"
+    child = Child(f"openat:.:x{weird.hex()}:{os.O_CREAT | os.O_WRONLY}",
+                  f"openat:.:{tmp_path}/missing")
+    cli = Cli("--json", "-p", str(child.pid))
+    child.go()
+    lines = cli.lines_until(lambda ls: sum(str(tmp_path) in line for line in ls) >= 2)
+    status, _ = cli.stop()
+    assert status == 0
+    records = [json.loads(line) for line in lines]
+    for record in records:
+        assert list(record) == list(JSON_TYPES)
+        for key, kind in JSON_TYPES.items():
+            assert isinstance(record[key], kind), (key, record[key])
+    created, missing = [r for r in records if str(tmp_path) in r["path"]]
+    assert base64.b64decode(created["path_b64"]) == weird
+    assert base64.b64decode(created["resolved_b64"]) == weird
+    assert created["fd"] >= 0 and created["errno"] is None and created["error"] is None
+    assert created["flags_text"] == "O_WRONLY|O_CREAT"
+    assert created["pid"] == child.pid and created["comm"] == child.name
+    assert created["syscall"] == "openat" and created["resolved_canonical"] is True
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", created["time"])
+    assert missing["path"].encode() == os.fsencode(f"{tmp_path}/missing")
+    assert missing["path_b64"] is None
+    assert (missing["fd"], missing["errno"], missing["error"]) == (None, 2, "ENOENT")
+    assert missing["ret"] == -2
