@@ -258,3 +258,22 @@ def test_json_lines_schema_and_lossless_paths(tmp_path):
     assert missing["path_b64"] is None
     assert (missing["fd"], missing["errno"], missing["error"]) == (None, 2, "ENOENT")
     assert missing["ret"] == -2
+
+
+def test_drops_are_reported_while_tracing_and_at_exit(tmp_path):
+    count = 3000
+    child = Child(*(f"openat:.:{tmp_path}/{'d' * 200}{i}" for i in range(count)))
+    cli = Cli("-p", str(child.pid), "--ring-size", "64K")
+    cli.proc.send_signal(signal.SIGSTOP)  # a consumer that cannot keep up
+    try:
+        child.go()
+    finally:
+        cli.proc.send_signal(signal.SIGCONT)
+    lines = cli.lines_until(lambda ls: False, timeout=2.5)
+    status, err = cli.stop()
+    assert status == 0
+    warning = re.search(r"warning: (\d+) events lost", err)
+    assert warning and int(warning.group(1)) > 0
+    summary = re.search(r"(\d+) events shown, \d+ filtered in the kernel, (\d+) lost", err)
+    shown = sum(str(tmp_path) in line for line in lines)
+    assert shown + int(summary.group(2)) == count

@@ -91,8 +91,9 @@ class Tracer:
       path_prefixes  -- the path starts with one of these (up to 8, 255 bytes each);
                         matched on the resolved path if prefix_on_resolved
     Tuning: ring_size (bytes, a power of two), wakeup_bytes (wake the consumer
-    only while this much is pending; 0 wakes per record), poll_interval (the
-    longest an event waits in the ring when fewer than wakeup_bytes are pending).
+    only while this much is pending; 0 wakes per record; default 256 KiB or a
+    quarter of the ring), poll_interval (the longest an event waits in the ring
+    when fewer than wakeup_bytes are pending).
     """
 
     def __init__(self, *, pids: Iterable[int] = (), tids: Iterable[int] = (),
@@ -100,7 +101,7 @@ class Tracer:
                  comm: str | bytes | None = None, flags: Iterable[int] = (),
                  path_prefixes: Iterable[PathLike] = (), prefix_on_resolved: bool = False,
                  resolve_paths: bool = True, ring_size: int = 16 << 20,
-                 wakeup_bytes: int = 256 << 10, wakeup_interval: float = 0.001,
+                 wakeup_bytes: int | None = None, wakeup_interval: float = 0.001,
                  poll_interval: float = 0.1, exclude_self: bool = True,
                  object_path: PathLike | None = None) -> None:
         self.pids = sorted(set(pids))
@@ -113,7 +114,9 @@ class Tracer:
         self.prefix_on_resolved = prefix_on_resolved
         self.resolve_paths = resolve_paths or prefix_on_resolved
         self.ring_size = ring_size
-        self.wakeup_bytes = wakeup_bytes
+        # wake the consumer only for a good batch, but well before the ring fills
+        self.wakeup_bytes = min(256 << 10, ring_size // 4) if wakeup_bytes is None \
+            else wakeup_bytes
         self.wakeup_interval = wakeup_interval
         self.poll_interval = poll_interval
         self.exclude_self = exclude_self
