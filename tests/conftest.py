@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from echo_open import OpenEvent, Tracer
 
 HERE = Path(__file__).resolve().parent

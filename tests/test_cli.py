@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from conftest import Child
 
 ECHO_OPEN = str(Path(sys.executable).parent / "echo-open")

@@ -6,6 +6,7 @@ import os
 from collections.abc import Callable
 
 import pytest
+
 from conftest import Child, events_of
 
 
