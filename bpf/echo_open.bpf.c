@@ -25,6 +25,13 @@
 #define O_TRUNC 01000
 #define WALK_STEPS 2200         /* a 4096-byte path has at most 2048 components */
 #define MAX_ERRNO 4095
+#define RESOLVE_IN_ROOT 0x10    /* openat2: absolute paths start at dfd */
+#define PIPEFS_MAGIC 0x50495045
+#define SOCKFS_MAGIC 0x534F434B
+#define IORING_FILE_INDEX_ALLOC (~0U)
+#define FFS_FLAG_BITS 7UL       /* io_uring keeps flags in the low bits of a fixed file pointer */
+#define INO_DIGITS 20
+#define PSEUDO_KIND_MAX 32     /* bytes of "pipe" or a file system type name */
 
 /* A record as built in the per-CPU scratch: header, path, resolved path. */
 struct eo_record {
@@ -254,7 +261,17 @@ struct walk {
 	__u32 off;        /* resolved path is wb->buf[off..EO_PATH_MAX) */
 	__u16 status;
 	bool done;
+	bool pseudo;      /* ended on a dentry that is its own parent but not a mount root */
 };
+
+/*
+ * The resolved path must fit in EO_PATH_MAX - 1 bytes (the kernel's PATH_MAX
+ * with its NUL): text may start at offset 1 of wb->buf at the lowest.
+ */
+static __always_inline bool room_for(__u32 off, __u32 len)
+{
+	return len + 1 <= off;
+}
 
 static long walk_step(__u32 i, void *ctx)
 {
@@ -277,12 +294,14 @@ static long walk_step(__u32 i, void *ctx)
 	}
 	parent = BPF_CORE_READ(d, d_parent);
 	if (parent == d) {
-		w->done = true;                 /* a disconnected tree's root */
+		/* a pseudo file (pipe, memfd: named after the walk) or a disconnected tree */
+		w->pseudo = true;
+		w->done = true;
 		return 1;
 	}
 	len = BPF_CORE_READ(d, d_name.len);
 	name = BPF_CORE_READ(d, d_name.name);
-	if (len >= EO_NAME_MAX || len + 1 > w->off) {
+	if (len >= EO_NAME_MAX || !room_for(w->off, len + 1)) {
 		w->status |= EO_ST_RESOLVED_TRUNCATED;
 		return 1;
 	}
@@ -293,6 +312,62 @@ static long walk_step(__u32 i, void *ctx)
 	w->off = start;
 	w->dentry = parent;
 	return 0;
+}
+
+/* Prepend "/" + s[0..len) (kernel memory); false if it does not fit. */
+static __always_inline bool prepend_name(struct walk_buf *wb, __u32 *off, const void *s, __u32 len)
+{
+	__u32 start;
+
+	if (len >= EO_NAME_MAX || !room_for(*off, len + 1))
+		return false;
+	start = *off - len - 1;
+	wb->buf[start & (EO_PATH_MAX - 1)] = '/';
+	bpf_probe_read_kernel(&wb->buf[(start + 1) & (EO_PATH_MAX - 1)], len & (EO_NAME_MAX - 1), s);
+	*off = start;
+	return true;
+}
+
+/*
+ * The name the kernel gives a nameless pseudo dentry (its d_dname):
+ * "pipe:[ino]", "socket:[ino]", else "<fs type>:[ino]".
+ */
+static __always_inline bool prepend_pseudo_name(struct walk_buf *wb, __u32 *off, struct dentry *d)
+{
+	unsigned long magic = BPF_CORE_READ(d, d_sb, s_magic);
+	__u64 ino = BPF_CORE_READ(d, d_inode, i_ino);
+	char name[64] = {};  /* kind (< PSEUDO_KIND_MAX) + ":[" + digits + "]" */
+	char digits[INO_DIGITS];
+	__u32 n, nd = 0;
+	long kind;
+
+	if (magic == PIPEFS_MAGIC)
+		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX, "pipe");
+	else if (magic == SOCKFS_MAGIC)
+		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX, "socket");
+	else
+		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX,
+						 BPF_CORE_READ(d, d_sb, s_type, name));
+	if (kind <= 0)
+		return false;
+	n = (kind - 1) & (PSEUDO_KIND_MAX - 1);
+	name[n++] = ':';
+	name[n++] = '[';
+#pragma unroll
+	for (int i = 0; i < INO_DIGITS; i++) {
+		digits[i] = '0' + ino % 10;
+		nd++;
+		ino /= 10;
+		if (!ino)
+			break;
+	}
+#pragma unroll
+	for (int i = INO_DIGITS - 1; i >= 0; i--) {
+		if (i < nd)
+			name[n++ & (sizeof(name) - 1)] = digits[i];
+	}
+	name[n++ & (sizeof(name) - 1)] = ']';
+	return prepend_name(wb, off, name, n & (sizeof(name) - 1));
 }
 
 /*
@@ -310,22 +385,36 @@ static __always_inline __u32 walk_path(struct walk_buf *wb, __u32 off, struct de
 		.off = off,
 	};
 	struct mnt_namespace *ns;
+	struct dentry *last_dentry;
 	struct mount *last;
+	bool internal;
 
 	bpf_loop(WALK_STEPS, walk_step, &w, 0);
 	if (!w.done)
 		w.status |= EO_ST_RESOLVED_TRUNCATED;
-	last = w.mnt;  /* a local: CO-RE must not relocate struct walk */
+	last = w.mnt;  /* locals: CO-RE must not relocate struct walk */
+	last_dentry = w.dentry;
 	ns = BPF_CORE_READ(last, mnt_ns);
-	if (!ns || (unsigned long)ns >= (unsigned long)-MAX_ERRNO) {
+	internal = !ns || (unsigned long)ns >= (unsigned long)-MAX_ERRNO;
+	if (internal) {
+		/* MNT_NS_INTERNAL (kern_mount) or detached: no path in any namespace */
 		w.status |= EO_ST_RESOLVED_ANON;
 		*mntns = 0;
 	} else {
 		*mntns = BPF_CORE_READ(ns, ns.inum);
 	}
-	if (w.off == off && !(w.status & EO_ST_RESOLVED_TRUNCATED) && w.off > 0) {
-		w.off--;                       /* the root itself */
-		wb->buf[w.off & (EO_PATH_MAX - 1)] = '/';
+	if (w.pseudo) {
+		if (!internal) {
+			/* a disconnected dentry: we only know the path below it */
+			w.status |= EO_ST_RESOLVED_TRUNCATED;
+		} else if (BPF_CORE_READ(last_dentry, d_name.len)) {
+			/* memfd:x, [eventfd]...: the dentry's own name */
+			if (!prepend_name(wb, &w.off, BPF_CORE_READ(last_dentry, d_name.name),
+					  BPF_CORE_READ(last_dentry, d_name.len)))
+				w.status |= EO_ST_RESOLVED_TRUNCATED;
+		} else if (!prepend_pseudo_name(wb, &w.off, last_dentry)) {
+			w.status |= EO_ST_RESOLVED_TRUNCATED;
+		}
 	}
 	*status |= w.status;
 	return w.off;
@@ -344,54 +433,77 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 }
 
 /*
- * Fill in the resolved path: the opened file itself when there is one, else
- * (a failed open of a relative path) the directory it was relative to joined
- * with the path. Returns the resolved length; the text is wb->buf[*start..].
+ * Where a failed open's path was looked up from: the cwd (AT_FDCWD), the
+ * dirfd, or for an absolute path the process root (its chroot) -- or the
+ * dirfd under openat2's RESOLVE_IN_ROOT.
  */
-static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, long fd,
+static __always_inline bool lookup_base(struct task_struct *task, struct eo_event *e, bool absolute,
+					struct dentry **dentry, struct vfsmount **vfsmnt)
+{
+	struct file *dir;
+
+	if (absolute && !(e->resolve & RESOLVE_IN_ROOT)) {
+		*dentry = BPF_CORE_READ(task, fs, root.dentry);
+		*vfsmnt = BPF_CORE_READ(task, fs, root.mnt);
+	} else if (e->dfd == AT_FDCWD) {
+		*dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+		*vfsmnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	} else {
+		dir = fd_file(task, e->dfd);
+		if (!dir)
+			return false;
+		*dentry = BPF_CORE_READ(dir, f_path.dentry);
+		*vfsmnt = BPF_CORE_READ(dir, f_path.mnt);
+	}
+	return *dentry && *vfsmnt;
+}
+
+/*
+ * Fill in the resolved path. A successful open: the opened file itself,
+ * walked to the root of its mount namespace (chroot ignored). A failed one:
+ * lookup_base() joined with the path as passed (made lexically canonical in
+ * Python). Returns the resolved length; the text is wb->buf[*start..EO_PATH_MAX).
+ */
+static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, struct file *file,
 				     __u32 path_len, __u32 *start)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct eo_event *e = &r->hdr;
-	struct file *file = NULL;
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
 	__u32 off = EO_PATH_MAX;
 	__u16 status = 0;
 	__u32 mntns = 0;
+	bool absolute;
 
 	wb->buf[EO_PATH_MAX] = 0;  /* NUL for the prefix match */
-	if (fd >= 0 && !(e->status & EO_ST_FIXED_FILE)) {
-		file = fd_file(task, fd);
+	if (e->ret >= 0) {
 		if (!file)
-			return 0;
+			return 0;           /* closed already, or a slot we cannot read */
 		dentry = BPF_CORE_READ(file, f_path.dentry);
 		vfsmnt = BPF_CORE_READ(file, f_path.mnt);
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
+		if (off == EO_PATH_MAX) {
+			off--;              /* the root itself */
+			wb->buf[off & (EO_PATH_MAX - 1)] = '/';
+		}
 		/* unlinked: unhashed but not a root (the kernel's d_unlinked) */
 		if (!BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
 			status |= EO_ST_RESOLVED_DELETED;
 		e->resolved_how = EO_RESOLVED_FILE;
 	} else {
-		if (!path_len || r->data[0] == '/' || (e->status & EO_ST_PATH_TRUNCATED))
+		if (!path_len || (e->status & (EO_ST_PATH_TRUNCATED | EO_ST_PATH_FAULT)))
 			return 0;
-		if (path_len + 1 > EO_PATH_MAX - 1)
-			return 0;
-		/* place "/" + path at the end, then prepend the directory */
-		off = EO_PATH_MAX - path_len - 1;
+		absolute = r->data[0] == '/';
+		/* place the path (with a "/" before a relative one) at the end */
+		off = EO_PATH_MAX - path_len - !absolute;
+		if (off < 1 || off > EO_PATH_MAX)
+			return 0;           /* no room for the base: left unresolved */
 		wb->buf[off & (EO_PATH_MAX - 1)] = '/';
-		bpf_probe_read_kernel(&wb->buf[(off + 1) & (EO_PATH_MAX - 1)],
+		bpf_probe_read_kernel(&wb->buf[(off + !absolute) & (EO_PATH_MAX - 1)],
 				      path_len & (EO_PATH_MAX - 1), r->data);
-		if (e->dfd == AT_FDCWD) {
-			dentry = BPF_CORE_READ(task, fs, pwd.dentry);
-			vfsmnt = BPF_CORE_READ(task, fs, pwd.mnt);
-		} else {
-			file = fd_file(task, e->dfd);
-			if (!file)
-				return 0;
-			dentry = BPF_CORE_READ(file, f_path.dentry);
-			vfsmnt = BPF_CORE_READ(file, f_path.mnt);
-		}
+		if (!lookup_base(task, e, absolute, &dentry, &vfsmnt))
+			return 0;
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
 		e->resolved_how = EO_RESOLVED_JOINED;
 	}
@@ -405,9 +517,10 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, l
 
 /*
  * The common end of every open: failed-only and prefix filters, resolution,
- * output. r->data holds the path (path_len bytes, NUL-terminated).
+ * output. r->data holds the path (path_len bytes, NUL-terminated); file is
+ * what a successful open opened (NULL if it cannot be found).
  */
-static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len)
+static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len, struct file *file)
 {
 	struct eo_event *e = &r->hdr;
 	struct walk_buf *wb;
@@ -427,7 +540,7 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len)
 		wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 		if (!wb)
 			return 0;
-		rlen = resolve(r, wb, ret, path_len, &start);
+		rlen = resolve(r, wb, file, path_len, &start);
 		if (rlen > EO_PATH_MAX)
 			rlen = EO_PATH_MAX;
 		if (eo_cfg.n_prefixes && eo_cfg.prefix_on_resolved) {
@@ -460,6 +573,14 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len)
 }
 
 /* ---- syscall opens -------------------------------------------------------- */
+
+/* The file behind the fd an open returned (only when resolving: it costs a few reads). */
+static __always_inline struct file *opened_file(long fd)
+{
+	if (!eo_cfg.resolve_paths || fd < 0)
+		return NULL;
+	return fd_file((struct task_struct *)bpf_get_current_task(), fd);
+}
 
 static __always_inline int on_enter(__u8 syscall, int dfd, const char *filename, __u64 flags,
 				    __u32 mode, const struct open_how *how)
@@ -526,7 +647,7 @@ static __always_inline int on_open_exit(long ret)
 	e->syscall = args->syscall;
 	path_len = read_user_path(r, args->filename);
 	bpf_map_delete_elem(&inflight, &pid_tgid);
-	return finish(r, ret, path_len);
+	return finish(r, ret, path_len, opened_file(ret));
 out:
 	bpf_map_delete_elem(&inflight, &pid_tgid);
 	return 0;
@@ -636,11 +757,41 @@ int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
 	return 0;
 }
 
+/*
+ * The file a fixed-file (direct descriptor) open installed: slot file_slot - 1,
+ * or with IORING_FILE_INDEX_ALLOC the slot the kernel picked, which is res.
+ * Read from the ring's table (kernels from 6.13: io_rsrc_node->file_ptr, flag
+ * bits in the low bits). On older layouts the fields do not exist, CO-RE drops
+ * this code and a fixed-file open is left unresolved (fixed_file set, fd None).
+ */
+static __always_inline struct file *fixed_file(struct io_kiocb *req, long res)
+{
+	struct io_open *open = (struct io_open *)&req->cmd;
+	struct io_ring_ctx *ring;
+	struct io_rsrc_node **nodes, *node = NULL;
+	__u32 slot = BPF_CORE_READ(open, file_slot), index;
+
+	if (!bpf_core_field_exists(struct io_ring_ctx, file_table.data) ||
+	    !bpf_core_field_exists(struct io_rsrc_node, file_ptr))
+		return NULL;
+	index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1;
+	ring = BPF_CORE_READ(req, ctx);
+	if (index >= BPF_CORE_READ(ring, file_table.data.nr))
+		return NULL;
+	nodes = BPF_CORE_READ(ring, file_table.data.nodes);
+	bpf_probe_read_kernel(&node, sizeof(node), &nodes[index]);
+	if (!node)
+		return NULL;
+	return (struct file *)(BPF_CORE_READ(node, file_ptr) & ~FFS_FLAG_BITS);
+}
+
+/* Runs where the CQE is posted: the submitter or its io-wq worker, same files. */
 SEC("tracepoint/io_uring/io_uring_complete")
 int uring_complete(struct trace_event_raw_io_uring_complete *ctx)
 {
 	__u64 key = (__u64)ctx->req;
 	struct eo_record *saved, *r;
+	struct file *file = NULL;
 	__u32 zero = 0, path_len;
 
 	saved = bpf_map_lookup_elem(&uring_inflight, &key);
@@ -661,7 +812,10 @@ int uring_complete(struct trace_event_raw_io_uring_complete *ctx)
 	bpf_probe_read_kernel(r->data, (path_len + 1) & (2 * EO_PATH_MAX - 1), saved->data);
 	r->hdr.latency_ns = bpf_ktime_get_ns() - r->hdr.ts_ns;
 	bpf_map_delete_elem(&uring_inflight, &key);
-	return finish(r, ctx->res, path_len);
+	if (ctx->res >= 0 && eo_cfg.resolve_paths)
+		file = (r->hdr.status & EO_ST_FIXED_FILE) ? fixed_file(ctx->req, ctx->res)
+							  : opened_file(ctx->res);
+	return finish(r, ctx->res, path_len, file);
 out:
 	bpf_map_delete_elem(&uring_inflight, &key);
 	return 0;
