@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import posixpath
+from collections import namedtuple
 
 from echo_open._layout import lib as _c
 
@@ -29,9 +30,13 @@ _ST_FIXED_FILE = _c.EO_ST_FIXED_FILE
 _RESOLVED_FILE = _c.EO_RESOLVED_FILE
 _RESOLVED_JOINED = _c.EO_RESOLVED_JOINED
 
-# header field -> OpenEvent attribute (path_len and resolved_len only slice the tail)
-_ATTRIBUTES = {name: {"syscall": "syscall_id", "comm": "comm_bytes"}.get(name, name)
-               for name in EVENT_FIELDS if name not in ("path_len", "resolved_len")}
+# OpenEvent is the unpacked header followed by these; field names as in echo_open.h,
+# except the two that would shadow a property
+_RENAMED = {"syscall": "syscall_id", "comm": "comm_raw"}
+_FIELDS = (*(_RENAMED.get(name, name) for name in EVENT_FIELDS),
+           "path_bytes", "resolved_raw", "wall_ns")
+# a namedtuple's fields are read by C-level descriptors, as fast as slots
+_EventFields = namedtuple("_EventFields", _FIELDS)
 
 
 def _normalize(path: bytes) -> bytes:
@@ -42,17 +47,19 @@ def _normalize(path: bytes) -> bytes:
     return b"/" + norm.lstrip(b"/")
 
 
-class OpenEvent:
-    """One open, as the kernel saw it.
+class OpenEvent(_EventFields):
+    """One open, as the kernel saw it (immutable).
 
     Paths are bytes as the kernel has them (``path_bytes``, ``resolved_bytes``);
     ``path`` and ``resolved`` decode them the way ``os.fsdecode`` does, so
     ``os.fsencode(event.path) == event.path_bytes``.
+
+    A named tuple underneath: decoding a batch makes one object per event.
     """
 
-    __slots__ = (*_ATTRIBUTES.values(), "_resolved_raw", "path_bytes", "wall_ns")
+    __slots__ = ()
 
-    # set by decode_batch; listed so type checkers know them
+    # the fields, from _EventFields
     ts_ns: int
     latency_ns: int
     ret: int
@@ -67,12 +74,22 @@ class OpenEvent:
     mode: int
     mntns: int
     resolved_mntns: int
+    path_len: int
+    resolved_len: int
     syscall_id: int
     resolved_how: int
     status: int
-    comm_bytes: bytes
+    comm_raw: bytes
     path_bytes: bytes
+    resolved_raw: bytes
     wall_ns: int
+
+    @property
+    def comm_bytes(self) -> bytes:
+        """The process name, up to the first NUL (stale bytes may follow it)."""
+        raw = self.comm_raw
+        nul = raw.find(b"\0")
+        return raw if nul < 0 else raw[:nul]
 
     @property
     def comm(self) -> str:
@@ -134,7 +151,7 @@ class OpenEvent:
         one: the directory it was relative to joined with the path, normalised
         lexically (not canonical). None if nothing could be resolved.
         """
-        raw = self._resolved_raw
+        raw = self.resolved_raw
         if self.resolved_how == _RESOLVED_FILE:
             return raw
         if self.resolved_how == _RESOLVED_JOINED:
@@ -181,23 +198,11 @@ class OpenEvent:
         return (f"<OpenEvent {self.syscall} pid={self.pid} comm={self.comm!r} "
                 f"{outcome} path={self.path!r}>")
 
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, OpenEvent):
-            return NotImplemented
-        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]
 
 
-# positions in the unpacked header
 _I_PATH_LEN = EVENT_FIELDS.index("path_len")
-_I_RESOLVED_LEN = EVENT_FIELDS.index("resolved_len")
-_I_COMM = EVENT_FIELDS.index("comm")
 _I_TS = EVENT_FIELDS.index("ts_ns")
-_SETTERS = [(i, _ATTRIBUTES[name]) for i, name in enumerate(EVENT_FIELDS)
-            if name not in ("path_len", "resolved_len", "comm")]
-_new = object.__new__
-_set = object.__setattr__
+assert EVENT_FIELDS.index("resolved_len") == _I_PATH_LEN + 1
 
 
 def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]:
@@ -209,23 +214,15 @@ def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]
         raise ValueError(f"batch heads are {batch.head_size} bytes, events {EVENT_SIZE}")
     events = []
     append = events.append
+    new = tuple.__new__
     tails = batch.tails
     offset = 0
-    setters = _SETTERS
+    i_path, i_ts = _I_PATH_LEN, _I_TS
     heads = EVENT_STRUCT.iter_unpack(batch.heads)
     for fields, tail_size in zip(heads, batch.tail_sizes, strict=True):
-        event = _new(OpenEvent)
-        for i, name in setters:
-            _set(event, name, fields[i])
-        comm = fields[_I_COMM]
-        # up to the first NUL: stale bytes may follow it
-        nul = comm.find(b"\0")
-        event.comm_bytes = comm if nul < 0 else comm[:nul]
-        path_len = fields[_I_PATH_LEN]
-        resolved_len = fields[_I_RESOLVED_LEN]
-        event.path_bytes = tails[offset:offset + path_len]
-        event._resolved_raw = tails[offset + path_len:offset + path_len + resolved_len]
-        event.wall_ns = fields[_I_TS] + wall_offset_ns
+        end = offset + fields[i_path]
+        append(new(OpenEvent, (*fields, tails[offset:end],
+                               tails[end:end + fields[i_path + 1]],
+                               fields[i_ts] + wall_offset_ns)))
         offset += tail_size
-        append(event)
     return events

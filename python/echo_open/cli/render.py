@@ -19,7 +19,9 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import re
+from collections.abc import Callable, Hashable
 from json.encoder import encode_basestring_ascii as _json_string
+from operator import attrgetter
 
 from ..events import OpenEvent
 
@@ -84,6 +86,30 @@ class _Clock:
         return f"{self._prefix}.{ns // 1000:06d}"
 
 
+_MEMO_LIMIT = 4096
+
+
+class _Memo:
+    """The text made for an event's key, made once; forgotten past a bound."""
+
+    __slots__ = ("key", "make", "texts")
+
+    def __init__(self, key: Callable[[OpenEvent], Hashable],
+                 make: Callable[[OpenEvent], str]) -> None:
+        self.key = key
+        self.make = make
+        self.texts: dict[Hashable, str] = {}
+
+    def __call__(self, event: OpenEvent) -> str:
+        key = self.key(event)
+        text = self.texts.get(key)
+        if text is None:
+            if len(self.texts) >= _MEMO_LIMIT:
+                self.texts.clear()
+            text = self.texts[key] = self.make(event)
+        return text
+
+
 class TableRenderer:
     """opensnoop-style columns; the path (or paths) last."""
 
@@ -95,6 +121,11 @@ class TableRenderer:
         self.resolved = resolved
         self.own_mntns = own_mntns
         self._clock = _Clock("%H:%M:%S", utc=False)
+        # what repeats (a process, an outcome, a flags/mode pair) is formatted once
+        self._who_text = _Memo(attrgetter("tid", "pid", "uid", "comm_raw"), self._who)
+        self._outcome_text = _Memo(attrgetter("ret", "status"), self._outcome)
+        self._how_text = _Memo(attrgetter("syscall_id", "flags", "mode"), self._how) \
+            if extended else None
 
     def header(self) -> str:
         cols = []
@@ -113,39 +144,51 @@ class TableRenderer:
             cols.append("PATH")
         return "".join(cols) + "\n"
 
+    def _who(self, e: OpenEvent) -> str:
+        uid = f"{e.uid:<7} " if self.uid else ""
+        return f"{uid}{e.pid:<7} {e.tid:<7} {escape(e.comm_bytes):<16} "
+
+    @staticmethod
+    def _outcome(e: OpenEvent) -> str:
+        if e.ret < 0:
+            return f"{-1:>3} {e.error:<7} "
+        return f"{'-' if e.fixed_file else e.ret:>3} {'':<7} "
+
+    @staticmethod
+    def _how(e: OpenEvent) -> str:
+        return f"{e.syscall:<8} {e.flags_text:<24} {e.mode:06o} "
+
     def lines(self, events: list[OpenEvent]) -> str:
+        who, outcome, how = self._who_text, self._outcome_text, self._how_text
+        clock = self._clock if self.timestamp else None
+        own_mntns = self.own_mntns
         out = []
-        clock = self._clock
+        append = out.append
         for e in events:
-            parts = []
-            if self.timestamp:
-                parts.append(f"{clock(e.wall_ns):<15} ")
-            if self.uid:
-                parts.append(f"{e.uid:<7} ")
-            ret = e.ret
-            if ret >= 0:
-                fd, err = ("-", "") if e.fixed_file else (ret, "")
+            line = who(e) + outcome(e)
+            if how is not None:
+                line += how(e)
+            if self.resolved:
+                resolved = resolved_text(e, own_mntns)
+                text = f"{escape(e.path_bytes)} -> {resolved}" if self.extended else resolved
             else:
-                fd, err = -1, e.error
-            comm = escape(e.comm_bytes)
-            parts.append(f"{e.pid:<7} {e.tid:<7} {comm:<16} {fd:>3} {err:<7} ")
-            if self.extended:
-                parts.append(f"{e.syscall:<8} {e.flags_text:<24} {e.mode:06o} ")
-            if self.resolved and self.extended:
-                parts.append(f"{escape(e.path_bytes)} -> {resolved_text(e, self.own_mntns)}")
-            elif self.resolved:
-                parts.append(resolved_text(e, self.own_mntns))
+                text = escape(e.path_bytes)
+            if clock is not None:
+                append(f"{clock(e.wall_ns):<15} {line}{text}\n")
             else:
-                parts.append(escape(e.path_bytes))
-            parts.append("\n")
-            out.append("".join(parts))
+                append(f"{line}{text}\n")
         return "".join(out)
+
+
+_JSON_SAFE = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
 
 
 def _text_fields(raw: bytes | None) -> tuple[str, str]:
     """JSON text of a byte string, and of its base64 twin (null unless not UTF-8)."""
     if raw is None:
         return "null", "null"
+    if _JSON_SAFE.fullmatch(raw):
+        return f'"{raw.decode("ascii")}"', "null"
     try:
         return _json_string(raw.decode("utf-8")), "null"
     except UnicodeDecodeError:
@@ -157,21 +200,44 @@ def _bool(value: bool) -> str:
     return "true" if value else "false"
 
 
-def _quoted(value: str | None) -> str:
-    return "null" if value is None else f'"{value}"'
-
-
 def _null(value: object | None) -> str:
-    return "null" if value is None else str(value)
+    return "null" if value is None else f"{value}"
 
 
-# the keys, in order; README's schema and tests/test_json.py check this list
+# the keys, in order; the README's schema and the tests check this list
 JSON_KEYS = (
-    "ts_ns", "time", "pid", "tid", "ppid", "uid", "gid", "comm", "comm_b64", "syscall", "dfd",
-    "flags", "flags_text", "mode", "resolve", "ret", "fd", "errno", "error", "latency_ns",
-    "path", "path_b64", "truncated", "resolved", "resolved_b64", "resolved_truncated",
-    "resolved_canonical", "resolved_deleted", "resolved_anonymous", "mntns", "resolved_mntns",
+    "ts_ns", "time", "pid", "tid", "ppid", "uid", "gid", "mntns", "comm", "comm_b64",
+    "syscall", "dfd", "flags", "flags_text", "mode", "resolve", "ret", "fd", "errno", "error",
+    "latency_ns", "path", "path_b64", "truncated", "resolved", "resolved_b64",
+    "resolved_truncated", "resolved_canonical", "resolved_deleted", "resolved_anonymous",
+    "resolved_mntns",
 )
+
+
+def _json_process(e: OpenEvent) -> str:
+    comm, comm_b64 = _text_fields(e.comm_bytes)
+    return (f'"pid":{e.pid},"tid":{e.tid},"ppid":{e.ppid},"uid":{e.uid},"gid":{e.gid},'
+            f'"mntns":{e.mntns},"comm":{comm},"comm_b64":{comm_b64},')
+
+
+def _json_call(e: OpenEvent) -> str:
+    return (f'"syscall":"{e.syscall}","dfd":{e.dfd},"flags":{e.flags},'
+            f'"flags_text":"{e.flags_text}","mode":{e.mode},"resolve":{e.resolve},')
+
+
+def _json_outcome(e: OpenEvent) -> str:
+    error = "null" if e.error is None else f'"{e.error}"'
+    return f'"ret":{e.ret},"fd":{_null(e.fd)},"errno":{_null(e.errno)},"error":{error},'
+
+
+def _json_flags(e: OpenEvent) -> tuple[str, str]:
+    """The text around the resolved path: what comes before it, and after it."""
+    return (f'"truncated":{_bool(e.truncated)},"resolved":',
+            f',"resolved_truncated":{_bool(e.resolved_truncated)},'
+            f'"resolved_canonical":{_bool(e.resolved_canonical)},'
+            f'"resolved_deleted":{_bool(e.resolved_deleted)},'
+            f'"resolved_anonymous":{_bool(e.resolved_anonymous)},'
+            f'"resolved_mntns":{e.resolved_mntns}}}\n')
 
 
 class JsonRenderer:
@@ -180,32 +246,33 @@ class JsonRenderer:
 
     def __init__(self) -> None:
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S", utc=True)
+        # what repeats is formatted once (see TableRenderer)
+        self._process = _Memo(attrgetter("tid", "pid", "ppid", "uid", "gid", "mntns",
+                                         "comm_raw"), _json_process)
+        self._call = _Memo(attrgetter("syscall_id", "dfd", "flags", "mode", "resolve"),
+                           _json_call)
+        self._outcome = _Memo(attrgetter("ret", "status"), _json_outcome)
+        self._flags = _Memo(attrgetter("status", "resolved_how", "resolved_mntns"), _json_flags)
 
     def header(self) -> str:
         return ""
 
     def lines(self, events: list[OpenEvent]) -> str:
+        clock, process, call, outcome, flags = (self._clock, self._process, self._call,
+                                                self._outcome, self._flags)
         out = []
-        clock = self._clock
+        append = out.append
         for e in events:
-            comm, comm_b64 = _text_fields(e.comm_bytes)
-            path, path_b64 = _text_fields(e.path_bytes)
-            resolved, resolved_b64 = _text_fields(e.resolved_bytes)
-            ret = e.ret
-            error = e.error
-            out.append(
-                f'{{"ts_ns":{e.ts_ns},"time":"{clock(e.wall_ns)}Z","pid":{e.pid},'
-                f'"tid":{e.tid},"ppid":{e.ppid},"uid":{e.uid},"gid":{e.gid},'
-                f'"comm":{comm},"comm_b64":{comm_b64},"syscall":"{e.syscall}",'
-                f'"dfd":{e.dfd},"flags":{e.flags},"flags_text":"{e.flags_text}",'
-                f'"mode":{e.mode},"resolve":{e.resolve},"ret":{ret},"fd":{_null(e.fd)},'
-                f'"errno":{_null(e.errno)},"error":{_quoted(error)},'
-                f'"latency_ns":{e.latency_ns},"path":{path},"path_b64":{path_b64},'
-                f'"truncated":{_bool(e.truncated)},"resolved":{resolved},'
-                f'"resolved_b64":{resolved_b64},'
-                f'"resolved_truncated":{_bool(e.resolved_truncated)},'
-                f'"resolved_canonical":{_bool(e.resolved_canonical)},'
-                f'"resolved_deleted":{_bool(e.resolved_deleted)},'
-                f'"resolved_anonymous":{_bool(e.resolved_anonymous)},'
-                f'"mntns":{e.mntns},"resolved_mntns":{e.resolved_mntns}}}\n')
+            path_raw = e.path_bytes
+            path, path_b64 = _text_fields(path_raw)
+            resolved_raw = e.resolved_bytes
+            if resolved_raw == path_raw:
+                resolved, resolved_b64 = path, path_b64
+            else:
+                resolved, resolved_b64 = _text_fields(resolved_raw)
+            before, after = flags(e)
+            append(f'{{"ts_ns":{e.ts_ns},"time":"{clock(e.wall_ns)}Z",{process(e)}{call(e)}'
+                   f'{outcome(e)}"latency_ns":{e.latency_ns},"path":{path},'
+                   f'"path_b64":{path_b64},{before}{resolved},"resolved_b64":{resolved_b64}'
+                   f'{after}')
         return "".join(out)
