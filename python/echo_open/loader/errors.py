@@ -4,17 +4,31 @@ from __future__ import annotations
 
 import os
 
+from ._binding import ffi, lib
+
+# libbpf's own error codes (LIBBPF_ERRNO__START): libbpf_strerror knows them, strerror does not
+_LIBBPF_ERRNO_START = 4000
+
+
+def strerror(errno: int) -> str:
+    """The text for an errno, libbpf's own codes (e.g. 4001, "Invalid ELF format") included."""
+    if errno < _LIBBPF_ERRNO_START:
+        return os.strerror(errno)
+    buf = ffi.new("char[]", 128)
+    lib.libbpf_strerror(errno, buf, len(buf))
+    return ffi.string(buf).decode("utf-8", "replace")
+
 
 class BPFError(OSError):
     """A libbpf call failed: ``errno`` and the operation it was doing."""
 
     def __init__(self, errno: int, operation: str, log: str = "") -> None:
-        super().__init__(errno, f"{operation}: {os.strerror(errno)}")
+        super().__init__(errno, f"{operation}: {strerror(errno)}")
         self.operation = operation
         self.log = log
 
     def __str__(self) -> str:
-        return f"{self.operation}: {os.strerror(self.errno)} (errno {self.errno})"
+        return f"{self.operation}: {strerror(self.errno)} (errno {self.errno})"
 
 
 class LoadError(BPFError):
