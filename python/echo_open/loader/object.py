@@ -57,23 +57,31 @@ class Program:
         self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
         self.section = ffi.string(lib.bpf_program__section_name(ptr)).decode()
 
+    def _invalidate(self) -> None:
+        self._ptr = None
+
+    def _handle(self):
+        # libbpf frees its programs with the object: never hand it a stale pointer
+        if self._ptr is None:
+            raise ValueError(f"program {self.name}: its object is closed")
+        return self._ptr
+
     @property
     def autoload(self) -> bool:
-        return bool(lib.bpf_program__autoload(self._ptr))
+        return bool(lib.bpf_program__autoload(self._handle()))
 
     @autoload.setter
     def autoload(self, value: bool) -> None:
-        check(lib.bpf_program__set_autoload(self._ptr, value),
+        check(lib.bpf_program__set_autoload(self._handle(), value),
               f"bpf_program__set_autoload({self.name})")
 
     @property
     def fd(self) -> int:
-        return check(lib.bpf_program__fd(self._ptr), f"bpf_program__fd({self.name})")
+        return check(lib.bpf_program__fd(self._handle()), f"bpf_program__fd({self.name})")
 
     def attach(self) -> Link:
         """Attach by section name (tracepoint/..., tp_btf/..., ...)."""
-        self._obj._check_open()
-        ptr = lib.bpf_program__attach(self._ptr)
+        ptr = lib.bpf_program__attach(self._handle())
         if ptr == ffi.NULL:
             raise BPFError(ffi.errno, f"attach {self.name} ({self.section})")
         link = Link(ptr, self.name)
@@ -176,6 +184,8 @@ class BPFObject:
             link.close()
         for bpf_map in self.maps.values():
             bpf_map._invalidate()
+        for program in self.programs.values():
+            program._invalidate()
         lib.bpf_object__close(self._ptr)
         self._ptr = None
         self._keepalive = None
