@@ -70,6 +70,7 @@ uint32_t bpf_map__value_size(const struct bpf_map *map);
 uint32_t bpf_map__max_entries(const struct bpf_map *map);
 int bpf_map__set_max_entries(struct bpf_map *map, uint32_t max_entries);
 const void *bpf_map__initial_value(struct bpf_map *map, size_t *psize);
+int bpf_map__set_initial_value(struct bpf_map *map, const void *data, size_t size);
 
 int bpf_map_lookup_elem(int fd, const void *key, void *value);
 int bpf_map_update_elem(int fd, const void *key, const void *value, uint64_t flags);

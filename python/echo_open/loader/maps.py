@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -34,8 +35,11 @@ class Map:
         self.type = lib.bpf_map__type(ptr)
         self.key_size = lib.bpf_map__key_size(ptr)
         self.value_size = lib.bpf_map__value_size(ptr)
+        self._initial: bytearray | None = None  # initial_value()'s bytes until load
+        self._views: list[memoryview] = []
 
     def _invalidate(self) -> None:
+        self._release_views()
         self._ptr = None
 
     def _handle(self):
@@ -61,14 +65,38 @@ class Map:
         return check(lib.bpf_map__fd(self._handle()), f"bpf_map__fd({self.name})")
 
     def initial_value(self) -> memoryview:
-        """The writable initial contents of a .data/.rodata/.bss map, before load."""
+        """The writable initial contents of a .data/.rodata/.bss map, before load.
+
+        The view is over a copy that ``load()`` hands to libbpf, never over
+        libbpf's own memory (freed on close, frozen on load); ``load()``
+        releases it, so a write that could no longer take effect raises.
+        """
         if self._obj.loaded:
             raise ValueError(f"map {self.name}: initial value is fixed once loaded")
-        size = ffi.new("size_t *")
-        ptr = lib.bpf_map__initial_value(self._handle(), size)
-        if ptr == ffi.NULL:
-            raise BPFError(ffi.errno or 22, f"bpf_map__initial_value({self.name})")
-        return memoryview(ffi.buffer(ffi.cast("char *", ptr), size[0]))
+        if self._initial is None:
+            size = ffi.new("size_t *")
+            ptr = lib.bpf_map__initial_value(self._handle(), size)
+            if ptr == ffi.NULL:
+                raise BPFError(ffi.errno or 22, f"bpf_map__initial_value({self.name})")
+            self._initial = bytearray(ffi.buffer(ffi.cast("char *", ptr), size[0]))
+        view = memoryview(self._initial)
+        self._views.append(view)
+        return view
+
+    def _commit_initial_value(self) -> None:
+        """Before load: copy what was written through initial_value() to libbpf."""
+        if self._initial is not None:
+            check(lib.bpf_map__set_initial_value(self._handle(), ffi.from_buffer(self._initial),
+                                                 len(self._initial)),
+                  f"bpf_map__set_initial_value({self.name})")
+
+    def _release_views(self) -> None:
+        for view in self._views:
+            # BufferError: exported further; it still points at our copy only
+            with contextlib.suppress(BufferError):
+                view.release()
+        self._views.clear()
+        self._initial = None
 
     # ---- element access (after load)
 

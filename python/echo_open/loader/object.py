@@ -155,8 +155,15 @@ class BPFObject:
     def load(self) -> None:
         """Load into the kernel; a failure raises LoadError holding the verifier log."""
         self._check_open()
-        with capture_log() as log:
-            ret = lib.bpf_object__load(self._ptr)
+        try:
+            for bpf_map in self.maps.values():
+                bpf_map._commit_initial_value()
+            with capture_log() as log:
+                ret = lib.bpf_object__load(self._ptr)
+        finally:
+            # libbpf never loads an object twice, even after a failure
+            for bpf_map in self.maps.values():
+                bpf_map._release_views()
         if ret < 0:
             raise LoadError(-ret, f"bpf_object__load({self.name})", "".join(log))
         self.loaded = True
