@@ -34,7 +34,12 @@ struct bpf_map;
 struct bpf_link;
 struct ring_buffer;
 struct ring_buffer_opts;
-struct bpf_object_open_opts;
+/* only the fields the loader sets; cffi takes the layout from libbpf.h */
+struct bpf_object_open_opts {
+    size_t sz;
+    const char *object_name;
+    ...;
+};
 
 typedef int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size);
 
@@ -52,6 +57,7 @@ const char *bpf_object__name(const struct bpf_object *obj);
 struct bpf_program *bpf_object__next_program(const struct bpf_object *obj,
                                              struct bpf_program *prog);
 struct bpf_map *bpf_object__next_map(const struct bpf_object *obj, const struct bpf_map *map);
+struct bpf_map *bpf_object__find_map_by_name(const struct bpf_object *obj, const char *name);
 
 const char *bpf_program__name(const struct bpf_program *prog);
 const char *bpf_program__section_name(const struct bpf_program *prog);

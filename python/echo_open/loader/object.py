@@ -130,8 +130,13 @@ class BPFObject:
     @classmethod
     def from_bytes(cls, data: bytes, name: str = "<bytes>") -> BPFObject:
         buffer = ffi.from_buffer(data)
+        # libbpf names the object (and its .rodata/.bss maps) after this, not an address
+        object_name = ffi.new("char[]", os.fsencode(name))
+        opts = ffi.new("struct bpf_object_open_opts *")
+        opts.sz = ffi.sizeof("struct bpf_object_open_opts")
+        opts.object_name = object_name
         with capture_log() as log:
-            ptr = lib.bpf_object__open_mem(buffer, len(data), ffi.NULL)
+            ptr = lib.bpf_object__open_mem(buffer, len(data), opts)
         if ptr == ffi.NULL:
             raise BPFError(ffi.errno, f"bpf_object__open_mem({name})", "".join(log))
         return cls(ptr, name, keepalive=(data, buffer))
@@ -147,10 +152,18 @@ class BPFObject:
             raise KeyError(f"no program {name!r} in {self.name}") from None
 
     def map(self, name: str) -> Map:
-        try:
-            return self.maps[name]
-        except KeyError:
-            raise KeyError(f"no map {name!r} in {self.name}") from None
+        """A map by name; ``.rodata``, ``.bss``, ``.data`` also by their section name.
+
+        libbpf names those after the object (``myprog.rodata``, cut to 15 characters).
+        """
+        found = self.maps.get(name)
+        if found is None and name.startswith(".") and self._ptr is not None:
+            ptr = lib.bpf_object__find_map_by_name(self._ptr, name.encode())
+            if ptr != ffi.NULL:
+                found = next((m for m in self.maps.values() if m._ptr == ptr), None)
+        if found is None:
+            raise KeyError(f"no map {name!r} in {self.name}")
+        return found
 
     def load(self) -> None:
         """Load into the kernel; a failure raises LoadError holding the verifier log."""
