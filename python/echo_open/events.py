@@ -202,7 +202,6 @@ class OpenEvent(_EventFields):
 
 _I_PATH_LEN = EVENT_FIELDS.index("path_len")
 _I_TS = EVENT_FIELDS.index("ts_ns")
-assert EVENT_FIELDS.index("resolved_len") == _I_PATH_LEN + 1
 
 
 def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]:
@@ -212,17 +211,17 @@ def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]
     """
     if batch.head_size != EVENT_SIZE:
         raise ValueError(f"batch heads are {batch.head_size} bytes, events {EVENT_SIZE}")
-    events = []
+    events: list[OpenEvent] = []
     append = events.append
     new = tuple.__new__
     tails = batch.tails
     offset = 0
     i_path, i_ts = _I_PATH_LEN, _I_TS
-    heads = EVENT_STRUCT.iter_unpack(batch.heads)
-    for fields, tail_size in zip(heads, batch.tail_sizes, strict=True):
-        end = offset + fields[i_path]
-        append(new(OpenEvent, (*fields, tails[offset:end],
-                               tails[end:end + fields[i_path + 1]],
-                               fields[i_ts] + wall_offset_ns)))
+    # the tail is the path, then the resolved path
+    for fields, tail_size in zip(EVENT_STRUCT.iter_unpack(batch.heads), batch.tail_sizes):
+        path_end = offset + fields[i_path]
+        append(new(OpenEvent, fields + (tails[offset:path_end],
+                                        tails[path_end:offset + tail_size],
+                                        fields[i_ts] + wall_offset_ns)))
         offset += tail_size
     return events

@@ -51,10 +51,8 @@ def escape(raw: bytes) -> str:
     return "".join(out)
 
 
-def resolved_text(event: OpenEvent, own_mntns: int) -> str:
-    raw = event.resolved_bytes
-    if raw is None:
-        return "?"
+def resolved_marks(event: OpenEvent, own_mntns: int) -> str:
+    """What goes before a resolved path's leading slash (see the module's docstring)."""
     marks = []
     if event.resolved_anonymous:
         marks.append("(anon)")
@@ -64,7 +62,7 @@ def resolved_text(event: OpenEvent, own_mntns: int) -> str:
         marks.append("(deleted)")
     if event.resolved_truncated:
         marks.append("...")
-    return "".join(marks) + escape(raw)
+    return "".join(marks)
 
 
 class _Clock:
@@ -126,6 +124,8 @@ class TableRenderer:
         self._outcome_text = _Memo(attrgetter("ret", "status"), self._outcome)
         self._how_text = _Memo(attrgetter("syscall_id", "flags", "mode"), self._how) \
             if extended else None
+        self._marks = _Memo(attrgetter("status", "resolved_how", "resolved_mntns"),
+                            lambda e: resolved_marks(e, own_mntns))
 
     def header(self) -> str:
         cols = []
@@ -161,18 +161,22 @@ class TableRenderer:
     def lines(self, events: list[OpenEvent]) -> str:
         who, outcome, how = self._who_text, self._outcome_text, self._how_text
         clock = self._clock if self.timestamp else None
-        own_mntns = self.own_mntns
+        marks = self._marks if self.resolved else None
         out = []
         append = out.append
         for e in events:
             line = who(e) + outcome(e)
             if how is not None:
                 line += how(e)
-            if self.resolved:
-                resolved = resolved_text(e, own_mntns)
-                text = f"{escape(e.path_bytes)} -> {resolved}" if self.extended else resolved
-            else:
-                text = escape(e.path_bytes)
+            path = e.path_bytes
+            text = escape(path)
+            if marks is not None:
+                raw = e.resolved_bytes
+                if raw is None:
+                    resolved = "?"
+                else:
+                    resolved = marks(e) + (text if raw == path else escape(raw))
+                text = f"{text} -> {resolved}" if self.extended else resolved
             if clock is not None:
                 append(f"{clock(e.wall_ns):<15} {line}{text}\n")
             else:
