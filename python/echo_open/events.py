@@ -218,9 +218,11 @@ def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]
     offset = 0
     i_path, i_ts = _I_PATH_LEN, _I_TS
     # the tail is the path, then the resolved path
-    for fields, tail_size in zip(EVENT_STRUCT.iter_unpack(batch.heads), batch.tail_sizes):
+    heads = EVENT_STRUCT.iter_unpack(batch.heads)
+    for fields, tail_size in zip(heads, batch.tail_sizes, strict=True):
         path_end = offset + fields[i_path]
-        append(new(OpenEvent, fields + (tails[offset:path_end],
+        # concatenation: faster than (*fields, ...) on this hot path
+        append(new(OpenEvent, fields + (tails[offset:path_end],  # noqa: RUF005
                                         tails[path_end:offset + tail_size],
                                         fields[i_ts] + wall_offset_ns)))
         offset += tail_size

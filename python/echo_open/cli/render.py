@@ -174,8 +174,10 @@ class TableRenderer:
                 raw = e.resolved_bytes
                 if raw is None:
                     resolved = "?"
+                elif raw == path:
+                    resolved = marks(e) + text
                 else:
-                    resolved = marks(e) + (text if raw == path else escape(raw))
+                    resolved = marks(e) + escape(raw)
                 text = f"{text} -> {resolved}" if self.extended else resolved
             if clock is not None:
                 append(f"{clock(e.wall_ns):<15} {line}{text}\n")
