@@ -61,6 +61,11 @@ class RingBuffer:
         for bpf_map in maps:
             if bpf_map.type != RINGBUF_TYPE:
                 raise ValueError(f"map {bpf_map.name} is not a ring buffer")
+        if batch_records < 1:
+            # the C callback stores a record before it checks for room
+            raise ValueError("batch_records must be at least 1")
+        if head_size < 0 or max_tail < 0:
+            raise ValueError("head_size and max_tail cannot be negative")
         if batch_bytes < max_tail:
             raise ValueError("batch_bytes must hold at least one record's tail")
         self.head_size = head_size
