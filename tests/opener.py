@@ -6,6 +6,7 @@ told to make, reports each result as a JSON line, and exits.
       openat:DIR:PATH[:FLAGS]     openat(2) with a dirfd opened on DIR ("." = AT_FDCWD)
       openat2:PATH:FLAGS:RESOLVE  openat2(2) through syscall(2)
       creat:PATH[:MODE]           creat(2)
+      byhandle:PATH               name_to_handle_at(2), then open_by_handle_at(2) of it
       chdir:DIR                   chdir(2)
       unlink:PATH                 unlink(2) (after an open: a deleted file)
 Paths are hex-encoded when prefixed with "x", so any byte can be passed.
@@ -20,6 +21,8 @@ import sys
 
 libc = ctypes.CDLL(None, use_errno=True)
 SYS_open, SYS_openat, SYS_creat, SYS_openat2 = 2, 257, 85, 437  # x86_64
+SYS_name_to_handle_at, SYS_open_by_handle_at = 303, 304
+MAX_HANDLE_SZ = 128
 AT_FDCWD = -100
 
 
@@ -36,6 +39,19 @@ def syscall(number: int, *args) -> tuple[int, int]:
     libc.syscall.restype = ctypes.c_long
     ret = libc.syscall(number, *args)
     return (ret, 0) if ret >= 0 else (-1, ctypes.get_errno())
+
+
+def open_by_handle(path: bytes) -> tuple[int, int]:
+    """A file handle for path, opened again through a directory on the same mount."""
+    handle = ctypes.create_string_buffer(8 + MAX_HANDLE_SZ)
+    ctypes.c_uint.from_buffer(handle).value = MAX_HANDLE_SZ  # handle_bytes
+    mount_id = ctypes.c_int()
+    ret, err = syscall(SYS_name_to_handle_at, AT_FDCWD, ctypes.c_char_p(path), handle,
+                       ctypes.byref(mount_id), 0)
+    if ret < 0:
+        return ret, err
+    mount_fd = os.open(os.path.dirname(path) or b".", os.O_RDONLY | os.O_DIRECTORY)
+    return syscall(SYS_open_by_handle_at, mount_fd, handle, os.O_RDONLY)
 
 
 def run(action: str) -> dict:
@@ -56,6 +72,9 @@ def run(action: str) -> dict:
     elif kind == "creat":
         mode = int(parts[1], 0) if len(parts) > 1 else 0o640
         ret, err = syscall(SYS_creat, ctypes.c_char_p(arg_path(parts[0])), mode)
+    elif kind == "byhandle":
+        ret, err = open_by_handle(arg_path(parts[0]))
+        return {"action": action, "ret": ret, "errno": err}
     elif kind == "chdir":
         os.chdir(arg_path(parts[0]))
         ret, err = 0, 0

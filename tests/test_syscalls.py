@@ -81,3 +81,17 @@ def test_latency_and_times_are_sane(tracer, tmp_path):
     assert 0 < event.latency_ns < 1_000_000_000
     assert before <= event.wall_ns <= after
     assert event.time.year >= 2024
+
+
+def test_open_by_handle_at_has_no_path_but_resolves(tracer, tmp_path):
+    target = tmp_path / "by-handle"
+    target.write_text("")
+    child = Child(f"byhandle:{target}")
+    (result,) = child.go()
+    assert result["ret"] >= 0, result
+    (event,) = [e for e in events_of(tracer, child, 1,
+                                     path_filter=lambda p: p == b"")
+                if e.syscall == "open_by_handle_at"]
+    assert event.fd == result["ret"]
+    assert event.path == ""
+    assert event.resolved == str(target) and event.resolved_canonical
