@@ -65,6 +65,12 @@ def resolved_marks(event: OpenEvent, own_mntns: int) -> str:
     return "".join(marks)
 
 
+def resolved_text(event: OpenEvent, own_mntns: int) -> str:
+    """The resolved path as the table shows it: marks, then the escaped path."""
+    raw = event.resolved_bytes
+    return "?" if raw is None else resolved_marks(event, own_mntns) + escape(raw)
+
+
 class _Clock:
     """Wall-clock text, the date part cached per second."""
 
