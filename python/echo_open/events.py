@@ -147,16 +147,21 @@ class OpenEvent(_EventFields):
     def resolved_bytes(self) -> bytes | None:
         """The absolute path, from the root of mount namespace ``resolved_mntns``.
 
-        For a successful open: the opened file itself (canonical). For a failed
-        one: the directory it was relative to joined with the path, normalised
-        lexically (not canonical). None if nothing could be resolved.
+        For a successful open: the opened file itself (canonical), walked to the
+        namespace root (a chroot does not stop it). For a failed one: the
+        directory the path was looked up from (the dfd's, the cwd, or for an
+        absolute path the process root) joined with the path, normalised
+        lexically (not canonical) unless it was cut. When the kernel side
+        resolved nothing, an absolute path as passed (normalised) if it arrived
+        whole, else None.
         """
         raw = self.resolved_raw
         if self.resolved_how == _RESOLVED_FILE:
             return raw
         if self.resolved_how == _RESOLVED_JOINED:
-            return _normalize(raw)
-        if self.path_bytes.startswith(b"/"):
+            # a cut path's leading '..' would pop what was cut off: leave it as built
+            return raw if self.resolved_truncated else _normalize(raw)
+        if self.path_bytes.startswith(b"/") and not (self.truncated or self.path_unreadable):
             return _normalize(self.path_bytes)
         return None
 
