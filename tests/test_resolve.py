@@ -29,7 +29,7 @@ import pytest
 
 from conftest import collect
 from echo_open import OpenEvent, Tracer
-from echo_open.cli.render import resolved_text
+from echo_open.cli.render import resolved_marks
 
 PATH_MAX = 4096  # bytes, NUL included: 4095 bytes of path at most
 CLONE_NEWNS = 0x00020000
@@ -101,6 +101,11 @@ def unshare_mount_namespace() -> None:
 
 def own_mntns() -> int:
     return os.stat("/proc/self/ns/mnt").st_ino
+
+
+def shown(event: OpenEvent, own: int) -> str:
+    """The resolved path as the table shows it: the documented marks, then the path."""
+    return resolved_marks(event, own) + (event.resolved or "?")
 
 
 def real(path: Path) -> str:
@@ -248,7 +253,7 @@ def test_an_unlinked_file_reopened_through_proc_is_deleted(opens, tmp_path):
     assert event.resolved == real(tmp_path) + "/victim"
     assert event.resolved_deleted
     assert not event.resolved_anonymous
-    assert resolved_text(event, own_mntns()) == f"(deleted){real(tmp_path)}/victim"
+    assert shown(event, own_mntns()) == f"(deleted){real(tmp_path)}/victim"
 
 
 def test_an_o_tmpfile_is_deleted_and_named_like_the_kernel_does(opens, tmp_path):
@@ -275,7 +280,7 @@ def test_a_memfd_reopened_through_proc_is_anonymous(opens):
     assert event.resolved_anonymous
     assert event.resolved == "/memfd:eo-memfd"
     assert event.resolved_mntns == 0
-    assert resolved_text(event, own_mntns()) == "(anon)/memfd:eo-memfd"
+    assert shown(event, own_mntns()) == "(anon)/memfd:eo-memfd"
 
 
 def test_a_pipe_reopened_through_proc_is_anonymous(opens):
@@ -338,7 +343,7 @@ def test_a_file_in_a_new_mount_namespace_is_marked_with_that_namespace(opens, tm
         assert event.resolved == f"{real(tmp_path)}/{name}"
         assert event.resolved_canonical
         assert event.mntns == event.resolved_mntns == child_ns
-        assert resolved_text(event, ours) == f"(mnt:{child_ns}){real(tmp_path)}/{name}"
+        assert shown(event, ours) == f"(mnt:{child_ns}){real(tmp_path)}/{name}"
 
 
 # ---- long paths
@@ -419,7 +424,7 @@ def test_a_path_deeper_than_path_max_keeps_its_leaf_end(opens, tmp_path):
     assert len(resolved) <= PATH_MAX - 1
     assert os.fsencode(full).endswith(resolved)
     assert resolved.endswith(b"/" + leaf.encode())
-    assert resolved_text(event, own_mntns()).startswith("...")
+    assert shown(event, own_mntns()).startswith("...")
 
 
 def test_a_failed_open_deeper_than_path_max_is_truncated_too(opens, tmp_path):
@@ -431,3 +436,33 @@ def test_a_failed_open_deeper_than_path_max_is_truncated_too(opens, tmp_path):
     assert not event.resolved_canonical
     assert event.resolved_truncated
     assert os.fsencode(f"{deep}/{leaf}").endswith(event.resolved_bytes)
+
+
+def test_a_cut_failed_path_keeps_its_dotdot(opens, tmp_path):
+    deep = make_deep_dir(tmp_path / "a", 4000)
+    passed = "../" + "m" * 200
+    pid, ret = run_in_child(open_in_deep_dir(deep, passed, os.O_RDONLY))
+    assert ret == -errno.ENOENT
+    event = opens.one(pid, passed)
+    assert event.resolved_truncated and not event.resolved_canonical
+    # not normalised: a leading '..' would pop a component that was cut off
+    assert event.resolved.endswith("/" + passed)
+    assert os.fsencode(f"{deep}/{passed}").endswith(event.resolved_bytes)
+
+
+def test_an_absolute_path_too_long_to_read_whole_resolves_to_nothing(opens):
+    passed = "/" + "x" * (PATH_MAX + 100)
+
+    def child() -> int:
+        try:
+            os.open(passed, os.O_RDONLY)
+        except OSError as err:
+            return err.errno
+        return 0
+
+    pid, err = run_in_child(child)
+    assert err == errno.ENAMETOOLONG
+    (event,) = collect(opens.tracer, lambda e: e.pid == pid and e.truncated,
+                       lambda evs: len(evs) >= 1)
+    assert event.path_bytes == os.fsencode(passed)[:PATH_MAX]
+    assert event.resolved is None
