@@ -433,6 +433,45 @@ static __always_inline struct file *fd_file(struct task_struct *task, long fd)
 }
 
 /*
+ * The file a fixed-file (direct descriptor) open installed: slot file_slot - 1,
+ * or with IORING_FILE_INDEX_ALLOC the slot the kernel picked, which is res.
+ * Read from the ring's table (kernels from 6.13: io_rsrc_node->file_ptr, flag
+ * bits in the low bits). On older layouts the fields do not exist, CO-RE drops
+ * this code and a fixed-file open is left unresolved (fixed_file set, fd None).
+ */
+static __always_inline struct file *fixed_file(struct io_kiocb *req, long res)
+{
+	struct io_open *open = (struct io_open *)&req->cmd;
+	struct io_ring_ctx *ring;
+	struct io_rsrc_node **nodes, *node = NULL;
+	__u32 slot = BPF_CORE_READ(open, file_slot), index;
+
+	if (!bpf_core_field_exists(struct io_ring_ctx, file_table.data) ||
+	    !bpf_core_field_exists(struct io_rsrc_node, file_ptr))
+		return NULL;
+	index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1;
+	ring = BPF_CORE_READ(req, ctx);
+	if (index >= BPF_CORE_READ(ring, file_table.data.nr))
+		return NULL;
+	nodes = BPF_CORE_READ(ring, file_table.data.nodes);
+	bpf_probe_read_kernel(&node, sizeof(node), &nodes[index]);
+	if (!node)
+		return NULL;
+	return (struct file *)(BPF_CORE_READ(node, file_ptr) & ~FFS_FLAG_BITS);
+}
+
+/*
+ * What a successful open opened: the file behind the returned fd, or for an
+ * io_uring fixed-file open (req set, EO_ST_FIXED_FILE) the file in its slot.
+ */
+static __always_inline struct file *opened_file(struct eo_event *e, struct io_kiocb *req)
+{
+	if (req && (e->status & EO_ST_FIXED_FILE))
+		return fixed_file(req, e->ret);
+	return fd_file((struct task_struct *)bpf_get_current_task(), e->ret);
+}
+
+/*
  * Where a failed open's path was looked up from: the cwd (AT_FDCWD), the
  * dirfd, or for an absolute path the process root (its chroot) -- or the
  * dirfd under openat2's RESOLVE_IN_ROOT.
@@ -464,13 +503,14 @@ static __always_inline bool lookup_base(struct task_struct *task, struct eo_even
  * lookup_base() joined with the path as passed (made lexically canonical in
  * Python). Returns the resolved length; the text is wb->buf[*start..EO_PATH_MAX).
  */
-static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, struct file *file,
-				     __u32 path_len, __u32 *start)
+static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
+				     struct io_kiocb *req, __u32 path_len, __u32 *start)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct eo_event *e = &r->hdr;
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
+	struct file *file;
 	__u32 off = EO_PATH_MAX;
 	__u16 status = 0;
 	__u32 mntns = 0;
@@ -478,6 +518,7 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, s
 
 	wb->buf[EO_PATH_MAX] = 0;  /* NUL for the prefix match */
 	if (e->ret >= 0) {
+		file = opened_file(e, req);
 		if (!file)
 			return 0;           /* closed already, or a slot we cannot read */
 		dentry = BPF_CORE_READ(file, f_path.dentry);
@@ -517,10 +558,11 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb, s
 
 /*
  * The common end of every open: failed-only and prefix filters, resolution,
- * output. r->data holds the path (path_len bytes, NUL-terminated); file is
- * what a successful open opened (NULL if it cannot be found).
+ * output. r->data holds the path (path_len bytes, NUL-terminated); req is the
+ * io_uring request (NULL for a syscall).
  */
-static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len, struct file *file)
+static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len,
+				  struct io_kiocb *req)
 {
 	struct eo_event *e = &r->hdr;
 	struct walk_buf *wb;
@@ -540,7 +582,7 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len,
 		wb = bpf_map_lookup_elem(&walk_scratch, &zero);
 		if (!wb)
 			return 0;
-		rlen = resolve(r, wb, file, path_len, &start);
+		rlen = resolve(r, wb, req, path_len, &start);
 		if (rlen > EO_PATH_MAX)
 			rlen = EO_PATH_MAX;
 		if (eo_cfg.n_prefixes && eo_cfg.prefix_on_resolved) {
@@ -573,14 +615,6 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len,
 }
 
 /* ---- syscall opens -------------------------------------------------------- */
-
-/* The file behind the fd an open returned (only when resolving: it costs a few reads). */
-static __always_inline struct file *opened_file(long fd)
-{
-	if (!eo_cfg.resolve_paths || fd < 0)
-		return NULL;
-	return fd_file((struct task_struct *)bpf_get_current_task(), fd);
-}
 
 static __always_inline int on_enter(__u8 syscall, int dfd, const char *filename, __u64 flags,
 				    __u32 mode, const struct open_how *how)
@@ -647,7 +681,7 @@ static __always_inline int on_open_exit(long ret)
 	e->syscall = args->syscall;
 	path_len = read_user_path(r, args->filename);
 	bpf_map_delete_elem(&inflight, &pid_tgid);
-	return finish(r, ret, path_len, opened_file(ret));
+	return finish(r, ret, path_len, NULL);
 out:
 	bpf_map_delete_elem(&inflight, &pid_tgid);
 	return 0;
@@ -757,41 +791,12 @@ int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
 	return 0;
 }
 
-/*
- * The file a fixed-file (direct descriptor) open installed: slot file_slot - 1,
- * or with IORING_FILE_INDEX_ALLOC the slot the kernel picked, which is res.
- * Read from the ring's table (kernels from 6.13: io_rsrc_node->file_ptr, flag
- * bits in the low bits). On older layouts the fields do not exist, CO-RE drops
- * this code and a fixed-file open is left unresolved (fixed_file set, fd None).
- */
-static __always_inline struct file *fixed_file(struct io_kiocb *req, long res)
-{
-	struct io_open *open = (struct io_open *)&req->cmd;
-	struct io_ring_ctx *ring;
-	struct io_rsrc_node **nodes, *node = NULL;
-	__u32 slot = BPF_CORE_READ(open, file_slot), index;
-
-	if (!bpf_core_field_exists(struct io_ring_ctx, file_table.data) ||
-	    !bpf_core_field_exists(struct io_rsrc_node, file_ptr))
-		return NULL;
-	index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1;
-	ring = BPF_CORE_READ(req, ctx);
-	if (index >= BPF_CORE_READ(ring, file_table.data.nr))
-		return NULL;
-	nodes = BPF_CORE_READ(ring, file_table.data.nodes);
-	bpf_probe_read_kernel(&node, sizeof(node), &nodes[index]);
-	if (!node)
-		return NULL;
-	return (struct file *)(BPF_CORE_READ(node, file_ptr) & ~FFS_FLAG_BITS);
-}
-
 /* Runs where the CQE is posted: the submitter or its io-wq worker, same files. */
 SEC("tracepoint/io_uring/io_uring_complete")
 int uring_complete(struct trace_event_raw_io_uring_complete *ctx)
 {
 	__u64 key = (__u64)ctx->req;
 	struct eo_record *saved, *r;
-	struct file *file = NULL;
 	__u32 zero = 0, path_len;
 
 	saved = bpf_map_lookup_elem(&uring_inflight, &key);
@@ -812,10 +817,7 @@ int uring_complete(struct trace_event_raw_io_uring_complete *ctx)
 	bpf_probe_read_kernel(r->data, (path_len + 1) & (2 * EO_PATH_MAX - 1), saved->data);
 	r->hdr.latency_ns = bpf_ktime_get_ns() - r->hdr.ts_ns;
 	bpf_map_delete_elem(&uring_inflight, &key);
-	if (ctx->res >= 0 && eo_cfg.resolve_paths)
-		file = (r->hdr.status & EO_ST_FIXED_FILE) ? fixed_file(ctx->req, ctx->res)
-							  : opened_file(ctx->res);
-	return finish(r, ctx->res, path_len, file);
+	return finish(r, ctx->res, path_len, ctx->req);
 out:
 	bpf_map_delete_elem(&uring_inflight, &key);
 	return 0;
