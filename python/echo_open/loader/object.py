@@ -15,9 +15,13 @@ from .maps import Map
 class Link:
     """An attached program. Detaches on ``close()``, on leaving ``with``, or when collected."""
 
-    def __init__(self, ptr, program_name: str) -> None:
+    def __init__(self, ptr, program_name: str, owner: object = None) -> None:
         self._ptr = ptr
         self.program_name = program_name
+        # The object it came from lives while the link is attached: a BPFObject
+        # always sits in a reference cycle, and when the cycle collector takes it,
+        # its weak set of links is already emptied, so its __del__ cannot detach them.
+        self._owner = owner
         # the finalizer holds only the pointer, so a forgotten link still detaches
         self._finalizer = weakref.finalize(self, lib.bpf_link__destroy, ptr)
 
@@ -36,6 +40,7 @@ class Link:
 
     def close(self) -> None:
         self._finalizer()
+        self._owner = None
 
     def __enter__(self) -> Link:
         return self
@@ -84,7 +89,7 @@ class Program:
         ptr = lib.bpf_program__attach(self._handle())
         if ptr == ffi.NULL:
             raise BPFError(ffi.errno, f"attach {self.name} ({self.section})")
-        link = Link(ptr, self.name)
+        link = Link(ptr, self.name, owner=self._obj)
         self._obj._links.add(link)
         return link
 
