@@ -21,6 +21,7 @@ import struct
 import subprocess
 import threading
 import time
+import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -499,6 +500,23 @@ def test_link_dropped_without_close_is_detached_when_collected(obj: BPFObject) -
 
 def exits(obj: BPFObject) -> int:
     return struct.unpack("<Q", obj.map("array").lookup(struct.pack("<I", 1)))[0]
+
+
+def test_a_link_keeps_its_object_alive(object_path: Path) -> None:
+    obj = loaded(BPFObject.open(object_path))
+    link = obj.program("count_calls").attach()
+    alive = weakref.ref(obj)
+    del obj
+    gc.collect()
+    still = alive()
+    assert still is not None and not still.closed and not link.closed
+    call_getppid(3)
+    assert total_count(still) == 3
+    del still
+    link.close()
+    del link
+    gc.collect()
+    assert alive() is None
 
 
 def test_closing_the_object_detaches_its_links(object_path: Path) -> None:
