@@ -33,6 +33,23 @@ from echo_open.cli.render import resolved_marks
 
 PATH_MAX = 4096  # bytes, NUL included: 4095 bytes of path at most
 CLONE_NEWNS = 0x00020000
+SYS_OPENAT2 = 437  # x86_64
+RESOLVE_IN_ROOT = 0x10
+
+
+class OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64),
+                ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int) -> int:
+    """openat2(2) through syscall(2): the fd, or -errno."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    how = OpenHow(flags, 0, resolve)
+    ret = libc.syscall(SYS_OPENAT2, dirfd, os.fsencode(path), ctypes.byref(how),
+                       ctypes.sizeof(how))
+    return ret if ret >= 0 else -ctypes.get_errno()
 
 
 # ---- a forked child that runs one function and reports its result
@@ -201,6 +218,24 @@ def test_a_failed_open_with_a_dirfd_joins_the_dirfd(opens, tmp_path):
     assert not event.resolved_canonical
 
 
+def test_openat2_resolve_in_root_joins_an_absolute_path_to_the_dirfd(opens, tmp_path):
+    (tmp_path / "root" / "etc").mkdir(parents=True)
+    (tmp_path / "root" / "etc" / "conf").write_text("x")
+
+    def child() -> list[int]:
+        dirfd = os.open(tmp_path / "root", os.O_RDONLY | os.O_DIRECTORY)
+        return [openat2(dirfd, "/etc/conf", os.O_RDONLY, RESOLVE_IN_ROOT),
+                openat2(dirfd, "/etc/missing", os.O_RDONLY, RESOLVE_IN_ROOT)]
+
+    pid, (found, missing) = run_in_child(child)
+    assert found >= 0 and missing == -errno.ENOENT
+    assert_canonical(opens.one(pid, "/etc/conf"), real(tmp_path / "root" / "etc" / "conf"))
+    failed = opens.one(pid, "/etc/missing")
+    assert failed.syscall == "openat2" and failed.resolve == RESOLVE_IN_ROOT
+    assert failed.resolved == f"{real(tmp_path)}/root/etc/missing"
+    assert not failed.resolved_canonical
+
+
 # ---- mounts: tmpfs and bind, made here and removed after
 
 @contextlib.contextmanager
@@ -232,6 +267,34 @@ def test_an_open_across_a_bind_mount_resolves_through_the_mount_point(opens, tmp
 
         pid, _ = run_in_child(child)
         assert_canonical(opens.one(pid, "file"), f"{real(tmp_path)}/bind/file")
+
+
+def test_a_file_on_a_lazily_unmounted_tmpfs_is_anonymous(opens, tmp_path):
+    """Detached from every namespace: no path to give, so marked, never a wrong path."""
+    target = tmp_path / "gone"
+    target.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "eo-gone", str(target)], check=True)
+    try:
+        (target / "inner").mkdir()
+        (target / "inner" / "file").write_text("x")
+
+        def child() -> str:
+            fd = os.open(target / "inner" / "file", os.O_RDONLY)
+            subprocess.run(["umount", "-l", str(target)], check=True)
+            magic = f"/proc/self/fd/{fd}"
+            os.open(magic, os.O_RDONLY)
+            return magic
+
+        pid, magic = run_in_child(child)
+    finally:
+        if os.path.ismount(target):
+            subprocess.run(["umount", "-l", str(target)], check=True)
+    event = opens.one(pid, magic)
+    assert event.ok
+    assert event.resolved_anonymous
+    assert event.resolved_mntns == 0
+    assert event.resolved == "/inner/file"  # the path inside the detached tmpfs
+    assert shown(event, own_mntns()) == "(anon)/inner/file"
 
 
 # ---- deleted and anonymous files
