@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno as _errno
 import os
-import platform
 
 # Kernel ABI values (asm-generic/fcntl.h); arm64 moves four of them.
 _GENERIC = {
@@ -19,7 +18,7 @@ _ARM64 = {"O_DIRECTORY": 0o40000, "O_NOFOLLOW": 0o100000, "O_DIRECT": 0o200000,
           "O_LARGEFILE": 0o400000}
 
 OPEN_FLAGS: dict[str, int] = dict(_GENERIC)
-if platform.machine() in ("aarch64", "arm64"):
+if os.uname().machine in ("aarch64", "arm64"):
     OPEN_FLAGS.update(_ARM64)
 # composites as userspace spells them
 OPEN_FLAGS["O_SYNC"] = OPEN_FLAGS["__O_SYNC"] | OPEN_FLAGS["O_DSYNC"]

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import importlib.resources
 import os
@@ -100,7 +99,7 @@ class Tracer:
                  uid: int | None = None, failed_only: bool = False,
                  comm: str | bytes | None = None, flags: Iterable[int] = (),
                  path_prefixes: Iterable[PathLike] = (), prefix_on_resolved: bool = False,
-                 resolve_paths: bool = True, ring_size: int = 16 << 20,
+                 resolve_paths: bool = True, ring_size: int = 4 << 20,
                  wakeup_bytes: int | None = None, wakeup_interval: float = 0.001,
                  poll_interval: float = 0.1, exclude_self: bool = True,
                  object_path: PathLike | None = None) -> None:
@@ -166,8 +165,9 @@ class Tracer:
             self._configure(obj, tracefs)
             obj.load()
             self._fill_filter_maps(obj)
+            # 2 MiB of batch: 8192 short records or 250 whole 8 KiB ones per call
             self._ring = RingBuffer(obj.map("events"), head_size=layout.EVENT_SIZE,
-                                    max_tail=layout.MAX_TAIL)
+                                    max_tail=layout.MAX_TAIL, batch_bytes=2 << 20)
             self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
             self._links = obj.attach_all()
         except BaseException:
@@ -297,6 +297,8 @@ class Tracer:
 
     async def aevents(self) -> AsyncIterator[OpenEvent]:
         """Events for asyncio: waits on the ring's fd in the event loop, no thread."""
+        import asyncio  # only asyncio programs pay for importing it
+
         ring = self._ring_or_raise()
         loop = asyncio.get_running_loop()
         woken = asyncio.Event()

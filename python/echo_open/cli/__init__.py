@@ -2,7 +2,7 @@
 
 Exit status: 0 after Ctrl-C, SIGTERM, -d expiry or a closed stdout; 2 usage
 error; 77 not permitted; 78 kernel without BTF; 72 tracefs unavailable; 70 the
-BPF object failed to load or attach; 74 output error; 1 anything else.
+BPF object failed to load or attach; 74 output error; 1 an internal error.
 """
 
 from __future__ import annotations
@@ -178,7 +178,7 @@ def trace(
     ] = PrefixOn.passed,
     ring_size: Annotated[str, typer.Option(
         "--ring-size", metavar="SIZE", callback=_ring_size,
-        help="Ring buffer size (power of two).")] = "16M",
+        help="Ring buffer size (power of two).")] = "4M",
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
                        ] = False,
 ) -> None:
@@ -272,7 +272,7 @@ def _run(tracer: Tracer, renderer, duration: float | None) -> int:
     return status
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None,
+app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
                   context_settings={"help_option_names": ["-h", "--help"]})
 app.command(epilog=EXAMPLES)(trace)
 
@@ -283,3 +283,9 @@ def main() -> None:
         app()
     except KeyboardInterrupt:  # Ctrl-C before the tracer started
         sys.exit(EXIT_OK)
+    except Exception as exc:  # a bug: one line, unless asked for the traceback
+        if os.environ.get("ECHO_OPEN_DEBUG"):
+            raise
+        print(f"echo-open: internal error: {type(exc).__name__}: {exc} "
+              "(ECHO_OPEN_DEBUG=1 shows the traceback)", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
