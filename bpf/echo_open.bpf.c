@@ -44,6 +44,7 @@ struct walk_buf {
 	char buf[2 * EO_PATH_MAX + EO_NAME_MAX];
 };
 
+/* An open between its sys_enter and sys_exit, kept in the thread's task storage. */
 struct open_args {
 	const char *filename;
 	__u64 ts_ns;
@@ -52,6 +53,7 @@ struct open_args {
 	__u32 mode;
 	__s32 dfd;
 	__u8 syscall;
+	__u8 active;     /* entered and not yet exited */
 };
 
 struct {
@@ -87,10 +89,11 @@ struct {
 	__type(value, __u64);
 } last_wakeup SEC(".maps");
 
+/* task storage: no key hashing, no delete, and no table to fill up */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
 	__type(value, struct open_args);
 } inflight SEC(".maps");
 
@@ -218,15 +221,16 @@ static __always_inline __u64 output_flags(__u64 size)
 
 static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	/* a BTF pointer: plain loads instead of a helper call per field */
+	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 uid_gid = bpf_get_current_uid_gid();
 
 	e->pid = pid_tgid >> 32;
 	e->tid = (__u32)pid_tgid;
 	e->uid = (__u32)uid_gid;
 	e->gid = uid_gid >> 32;
-	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	e->mntns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	e->ppid = task->real_parent->tgid;
+	e->mntns = task->nsproxy->mnt_ns->ns.inum;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 }
 
@@ -257,6 +261,7 @@ static __always_inline __u32 read_user_path(struct eo_record *r, const char *fil
 struct walk {
 	struct dentry *dentry;
 	struct mount *mnt;
+	struct dentry *mnt_root;  /* of mnt: read once per mount, not per step */
 	struct walk_buf *wb;
 	__u32 off;        /* resolved path is wb->buf[off..EO_PATH_MAX) */
 	__u16 status;
@@ -273,16 +278,37 @@ static __always_inline bool room_for(__u32 off, __u32 len)
 	return len + 1 <= off;
 }
 
+/* A dentry's parent and name: adjacent in struct dentry, read with one copy. */
+struct dentry_link {
+	struct dentry *parent;
+	struct qstr name;
+};
+
+static __always_inline void read_dentry_link(struct dentry *d, struct dentry_link *link)
+{
+	/* one helper call instead of three, where the layout allows it (CO-RE constants) */
+	if (bpf_core_field_offset(struct dentry, d_name) ==
+	    bpf_core_field_offset(struct dentry, d_parent) + sizeof(void *)) {
+		bpf_probe_read_kernel(link, sizeof(*link),
+				      (void *)d + bpf_core_field_offset(struct dentry, d_parent));
+	} else {
+		link->parent = BPF_CORE_READ(d, d_parent);
+		link->name.len = BPF_CORE_READ(d, d_name.len);
+		link->name.name = BPF_CORE_READ(d, d_name.name);
+	}
+}
+
 static long walk_step(__u32 i, void *ctx)
 {
 	struct walk *w = ctx;
 	/* locals: BPF_CORE_READ on a field of the local struct would relocate it */
 	struct dentry *d = w->dentry, *parent;
 	struct mount *mnt = w->mnt, *mnt_parent;
+	struct dentry_link link;
 	const unsigned char *name;
 	__u32 len, start;
 
-	if (d == BPF_CORE_READ(mnt, mnt.mnt_root)) {
+	if (d == w->mnt_root) {
 		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
 		if (mnt_parent == mnt) {
 			w->done = true;         /* the root of a mount tree */
@@ -290,17 +316,19 @@ static long walk_step(__u32 i, void *ctx)
 		}
 		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
 		w->mnt = mnt_parent;
+		w->mnt_root = BPF_CORE_READ(mnt_parent, mnt.mnt_root);
 		return 0;
 	}
-	parent = BPF_CORE_READ(d, d_parent);
+	read_dentry_link(d, &link);
+	parent = link.parent;
 	if (parent == d) {
 		/* a pseudo file (pipe, memfd: named after the walk) or a disconnected tree */
 		w->pseudo = true;
 		w->done = true;
 		return 1;
 	}
-	len = BPF_CORE_READ(d, d_name.len);
-	name = BPF_CORE_READ(d, d_name.name);
+	len = link.name.len;
+	name = link.name.name;
 	if (len >= EO_NAME_MAX || !room_for(w->off, len + 1)) {
 		w->status |= EO_ST_RESOLVED_TRUNCATED;
 		return 1;
@@ -381,6 +409,7 @@ static __always_inline __u32 walk_path(struct walk_buf *wb, __u32 off, struct de
 	struct walk w = {
 		.dentry = dentry,
 		.mnt = container_of(vfsmnt, struct mount, mnt),
+		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
 		.wb = wb,
 		.off = off,
 	};
@@ -498,6 +527,31 @@ static __always_inline bool lookup_base(struct task_struct *task, struct eo_even
 }
 
 /*
+ * Process roots known to walk to nothing (no chroot): a failed absolute path
+ * is then the path itself, and the walk is skipped. Keyed by the root's
+ * (dentry, vfsmount); the value is the mount namespace the walk ended in.
+ */
+struct root_key {
+	__u64 dentry;
+	__u64 mnt;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 256);
+	__type(key, struct root_key);
+	__type(value, __u32);
+} bare_roots SEC(".maps");
+
+static __always_inline void process_root(struct root_key *key)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	key->dentry = (__u64)task->fs->root.dentry;
+	key->mnt = (__u64)task->fs->root.mnt;
+}
+
+/*
  * Fill in the resolved path. A successful open: the opened file itself,
  * walked to the root of its mount namespace (chroot ignored). A failed one:
  * lookup_base() joined with the path as passed (made lexically canonical in
@@ -511,10 +565,11 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 	struct dentry *dentry;
 	struct vfsmount *vfsmnt;
 	struct file *file;
-	__u32 off = EO_PATH_MAX;
+	__u32 off = EO_PATH_MAX, start_off, *root_mntns;
+	struct root_key root = {};
 	__u16 status = 0;
 	__u32 mntns = 0;
-	bool absolute;
+	bool absolute, via_root;
 
 	wb->buf[EO_PATH_MAX] = 0;  /* NUL for the prefix match */
 	if (e->ret >= 0) {
@@ -536,6 +591,16 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 		if (!path_len || (e->status & (EO_ST_PATH_TRUNCATED | EO_ST_PATH_FAULT)))
 			return 0;
 		absolute = r->data[0] == '/';
+		via_root = absolute && !(e->resolve & RESOLVE_IN_ROOT);
+		if (via_root) {
+			process_root(&root);
+			root_mntns = bpf_map_lookup_elem(&bare_roots, &root);
+			if (root_mntns) {
+				/* the path itself (made canonical lexically in Python) */
+				e->resolved_mntns = *root_mntns;
+				return 0;
+			}
+		}
 		/* place the path (with a "/" before a relative one) at the end */
 		off = EO_PATH_MAX - path_len - !absolute;
 		if (off < 1 || off > EO_PATH_MAX)
@@ -545,7 +610,10 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 				      path_len & (EO_PATH_MAX - 1), r->data);
 		if (!lookup_base(task, e, absolute, &dentry, &vfsmnt))
 			return 0;
+		start_off = off;
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
+		if (via_root && off == start_off && !status)
+			bpf_map_update_elem(&bare_roots, &root, &mntns, BPF_ANY);
 		e->resolved_how = EO_RESOLVED_JOINED;
 	}
 	if (off > EO_PATH_MAX)
@@ -620,31 +688,34 @@ static __always_inline int on_enter(__u8 syscall, int dfd, const char *filename,
 				    __u32 mode, const struct open_how *how)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct open_args args = {
-		.filename = filename,
-		.dfd = dfd,
-		.flags = flags,
-		.mode = mode,
-		.syscall = syscall,
-	};
+	struct open_how h = {};
+	struct open_args *args;
 
 	if (how) {
-		struct open_how h = {};
-
 		/* the caller just wrote it: its page is present */
 		bpf_probe_read_user(&h, sizeof(h), how);
-		args.flags = h.flags;
-		args.mode = h.mode;
-		args.resolve = h.resolve;
+		flags = h.flags;
+		mode = h.mode;
 	}
-	if (!task_matches(pid_tgid) || !flags_match(args.flags)) {
+	if (!task_matches(pid_tgid) || !flags_match(flags)) {
 		if (!eo_cfg.self_tgid || pid_tgid >> 32 != eo_cfg.self_tgid)
 			count(EO_CNT_FILTERED);
 		return 0;
 	}
-	args.ts_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&inflight, &pid_tgid, &args, BPF_ANY))
-		count(EO_DROP_ARGS_FULL);
+	args = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0,
+				    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!args) {
+		count(EO_DROP_ARGS_FULL);  /* no memory for the task's storage */
+		return 0;
+	}
+	args->filename = filename;
+	args->dfd = dfd;
+	args->flags = flags;
+	args->mode = mode;
+	args->resolve = h.resolve;
+	args->syscall = syscall;
+	args->ts_ns = bpf_ktime_get_ns();
+	args->active = 1;
 	return 0;
 }
 
@@ -656,8 +727,8 @@ static __always_inline int on_open_exit(long ret)
 	struct eo_event *e;
 	__u32 zero = 0, path_len;
 
-	args = bpf_map_lookup_elem(&inflight, &pid_tgid);
-	if (!args) {
+	args = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
+	if (!args || !args->active) {
 		if (!eo_cfg.self_tgid || pid_tgid >> 32 != eo_cfg.self_tgid)
 			count(EO_CNT_NO_ENTRY);  /* or filtered at entry */
 		return 0;
@@ -680,10 +751,10 @@ static __always_inline int on_open_exit(long ret)
 	e->dfd = args->dfd;
 	e->syscall = args->syscall;
 	path_len = read_user_path(r, args->filename);
-	bpf_map_delete_elem(&inflight, &pid_tgid);
+	args->active = 0;
 	return finish(r, ret, path_len, NULL);
 out:
-	bpf_map_delete_elem(&inflight, &pid_tgid);
+	args->active = 0;
 	return 0;
 }
 
