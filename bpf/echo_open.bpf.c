@@ -449,16 +449,31 @@ static __always_inline __u32 walk_path(struct walk_buf *wb, __u32 off, struct de
 	return w.off;
 }
 
-static __always_inline struct file *fd_file(struct task_struct *task, long fd)
+/* The file behind the current task's fd (BTF loads; one read for the slot). */
+static __always_inline struct file *fd_file(long fd)
 {
-	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = task->files->fdt;
 	struct file **fds, *file = NULL;
 
-	if (fd < 0 || fd >= BPF_CORE_READ(fdt, max_fds))
+	if (fd < 0 || fd >= fdt->max_fds)
 		return NULL;
-	fds = BPF_CORE_READ(fdt, fd);
+	fds = fdt->fd;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
 	return file;
+}
+
+/* A file's (vfsmount, dentry): struct path, read with one copy. */
+static __always_inline bool file_path(struct file *file, struct dentry **dentry,
+				      struct vfsmount **vfsmnt)
+{
+	struct path path = {};
+
+	bpf_probe_read_kernel(&path, sizeof(path),
+			      (void *)file + bpf_core_field_offset(struct file, f_path));
+	*dentry = path.dentry;
+	*vfsmnt = path.mnt;
+	return path.dentry && path.mnt;
 }
 
 /*
@@ -497,7 +512,7 @@ static __always_inline struct file *opened_file(struct eo_event *e, struct io_ki
 {
 	if (req && (e->status & EO_ST_FIXED_FILE))
 		return fixed_file(req, e->ret);
-	return fd_file((struct task_struct *)bpf_get_current_task(), e->ret);
+	return fd_file(e->ret);
 }
 
 /*
@@ -517,11 +532,9 @@ static __always_inline bool lookup_base(struct task_struct *task, struct eo_even
 		*dentry = BPF_CORE_READ(task, fs, pwd.dentry);
 		*vfsmnt = BPF_CORE_READ(task, fs, pwd.mnt);
 	} else {
-		dir = fd_file(task, e->dfd);
-		if (!dir)
+		dir = fd_file(e->dfd);
+		if (!dir || !file_path(dir, dentry, vfsmnt))
 			return false;
-		*dentry = BPF_CORE_READ(dir, f_path.dentry);
-		*vfsmnt = BPF_CORE_READ(dir, f_path.mnt);
 	}
 	return *dentry && *vfsmnt;
 }
@@ -576,8 +589,8 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 		file = opened_file(e, req);
 		if (!file)
 			return 0;           /* closed already, or a slot we cannot read */
-		dentry = BPF_CORE_READ(file, f_path.dentry);
-		vfsmnt = BPF_CORE_READ(file, f_path.mnt);
+		if (!file_path(file, &dentry, &vfsmnt))
+			return 0;
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
 		if (off == EO_PATH_MAX) {
 			off--;              /* the root itself */
