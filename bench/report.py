@@ -55,6 +55,7 @@ SIGINT {env['settle']} s after the storm ended.
 | CPUs | {env['cpus']} x {env['cpu_model']} |
 | kernel.bpf_stats_enabled | {env['bpf_stats_enabled']} |
 | load average at the end | {env['loadavg']} |
+| echo-open measured | {env['echo_open_version']} |
 | command | `{env['command']}` |
 | wall time | {env['minutes']:.1f} min |
 """

@@ -116,7 +116,7 @@ def progress_line(r: dict[str, object]) -> str:
 
     return (f"pair {r['pair']} {r['mode']:<9} {r['tracer']:<18} "
             f"thr {num('throughput_ratio', '.3f')} cap {num('capture_ratio', '.4f')} "
-            f"lost {r['lost']} gap {r['accounting_gap']} "
+            f"lost {r['lost']} gap {num('accounting_gap', 'd')} "
             f"cpu/ev {num('tracer_cpu_us_per_event', '.2f')}us "
             f"storm+ {num('storm_cpu_added_us', '.2f')}us rss {num('peak_rss_mib', '.1f')}M "
             f"ready {num('ready_s', '.3f')}s")
@@ -158,7 +158,24 @@ def environment(args: argparse.Namespace, started: float) -> dict[str, object]:
         "storm_commands": {m: " ".join(modes[m].argv()).replace(str(harness.REPO) + "/", "")
                            for m in args.modes},
         "pairs": args.pairs, "seconds": args.seconds, "settle": args.settle,
+        "echo_open_version": _echo_open_version(),
     }
+
+
+def _echo_open_version() -> str:
+    """The commit the tree is at, and when the measured package was installed."""
+    def git(*argv: str) -> str:
+        return subprocess.run(["git", "-C", str(harness.REPO), *argv], capture_output=True,
+                              text=True).stdout.strip()
+
+    dirty = " + uncommitted changes" if git("status", "--porcelain", "python", "bpf") else ""
+    try:
+        from echo_open.tracer import default_object_path
+        installed = dt.datetime.fromtimestamp(default_object_path().stat().st_mtime)
+        when = f", package installed {installed:%Y-%m-%d %H:%M}"
+    except (ImportError, OSError):
+        when = ""
+    return f"{git('rev-parse', '--short', 'HEAD')}{dirty}{when}"
 
 
 def _cpu_model() -> str:
@@ -179,8 +196,9 @@ def medians(records: list[dict[str, object]]) -> dict[tuple[str, str], dict[str,
         for metric in harness.METRICS:
             values = [r[metric] for r in rs if isinstance(r.get(metric), (int, float))]
             med[metric] = statistics.median(values) if values else None
-        gaps = [int(r["accounting_gap"]) for r in rs]  # type: ignore[call-overload]
-        med["worst_gap"] = max(gaps, key=abs)
+        gaps = [int(r["accounting_gap"]) for r in rs  # type: ignore[call-overload]
+                if r.get("accounting_gap") is not None]
+        med["worst_gap"] = max(gaps, key=abs) if gaps else None
         med["exact_pairs"] = sum(g == 0 for g in gaps)
         out[key] = med
     return out
