@@ -221,14 +221,14 @@ def test_hostile_filenames_cannot_forge_or_hide_lines(tmp_path):
 
 
 JSON_TYPES = {
-    "ts_ns": int, "time": str, "pid": int, "tid": int, "ppid": int, "uid": int, "gid": int,
-    "mntns": int, "comm": str, "comm_b64": (str, type(None)), "syscall": str, "dfd": int,
-    "flags": int, "flags_text": str, "mode": int, "resolve": int, "ret": int,
-    "fd": (int, type(None)), "errno": (int, type(None)), "error": (str, type(None)),
-    "latency_ns": int, "path": str,
-    "path_b64": (str, type(None)), "truncated": bool, "resolved": (str, type(None)),
-    "resolved_b64": (str, type(None)), "resolved_truncated": bool, "resolved_canonical": bool,
-    "resolved_deleted": bool, "resolved_anonymous": bool, "resolved_mntns": int,
+    "ts_ns": int, "time": str, "latency_ns": int, "pid": int, "tid": int, "ppid": int,
+    "uid": int, "gid": int, "mntns": int, "comm": str, "comm_b64": (str, type(None)),
+    "syscall": str, "dfd": int, "flags": int, "flags_text": str, "mode": int, "resolve": int,
+    "ret": int, "fd": (int, type(None)), "errno": (int, type(None)),
+    "error": (str, type(None)), "truncated": bool, "resolved_truncated": bool,
+    "resolved_canonical": bool, "resolved_deleted": bool, "resolved_anonymous": bool,
+    "resolved_mntns": int, "path": str, "path_b64": (str, type(None)),
+    "resolved": (str, type(None)), "resolved_b64": (str, type(None)),
 }
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import posixpath
+import re
 from collections import namedtuple
 
 from echo_open._layout import lib as _c
@@ -39,9 +40,12 @@ _FIELDS = (*(_RENAMED.get(name, name) for name in EVENT_FIELDS),
 _EventFields = namedtuple("_EventFields", _FIELDS)
 
 
+_NOT_NORMAL = re.compile(rb"/\.|//|./\Z")
+
+
 def _normalize(path: bytes) -> bytes:
     """Lexical normalisation of an absolute path ('.', '..', '//')."""
-    if b"/." not in path and b"//" not in path and not path.endswith(b"/"):
+    if not _NOT_NORMAL.search(path):
         return path
     norm = posixpath.normpath(path)
     return b"/" + norm.lstrip(b"/")
@@ -161,8 +165,9 @@ class OpenEvent(_EventFields):
         if self.resolved_how == _RESOLVED_JOINED:
             # a cut path's leading '..' would pop what was cut off: leave it as built
             return raw if self.resolved_truncated else _normalize(raw)
-        if self.path_bytes.startswith(b"/") and not (self.truncated or self.path_unreadable):
-            return _normalize(self.path_bytes)
+        path = self.path_bytes
+        if path.startswith(b"/") and not self.status & (_ST_PATH_TRUNCATED | _ST_PATH_FAULT):
+            return _normalize(path)
         return None
 
     @property

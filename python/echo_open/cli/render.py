@@ -125,11 +125,10 @@ class TableRenderer:
         self.resolved = resolved
         self.own_mntns = own_mntns
         self._clock = _Clock("%H:%M:%S", utc=False)
-        # what repeats (a process, an outcome, a flags/mode pair) is formatted once
-        self._who_text = _Memo(attrgetter("tid", "pid", "uid", "comm_raw"), self._who)
-        self._outcome_text = _Memo(attrgetter("ret", "status"), self._outcome)
-        self._how_text = _Memo(attrgetter("syscall_id", "flags", "mode"), self._how) \
-            if extended else None
+        # the columns before the path repeat (a process opening with the same
+        # flags and outcome): formatted once per distinct combination
+        self._columns = _Memo(attrgetter("tid", "pid", "uid", "comm_raw", "ret", "status",
+                                         "syscall_id", "flags", "mode"), self._columns_text)
         self._marks = _Memo(attrgetter("status", "resolved_how", "resolved_mntns"),
                             lambda e: resolved_marks(e, own_mntns))
 
@@ -150,30 +149,23 @@ class TableRenderer:
             cols.append("PATH")
         return "".join(cols) + "\n"
 
-    def _who(self, e: OpenEvent) -> str:
+    def _columns_text(self, e: OpenEvent) -> str:
         uid = f"{e.uid:<7} " if self.uid else ""
-        return f"{uid}{e.pid:<7} {e.tid:<7} {escape(e.comm_bytes):<16} "
-
-    @staticmethod
-    def _outcome(e: OpenEvent) -> str:
         if e.ret < 0:
-            return f"{-1:>3} {e.error:<7} "
-        return f"{'-' if e.fixed_file else e.ret:>3} {'':<7} "
-
-    @staticmethod
-    def _how(e: OpenEvent) -> str:
-        return f"{e.syscall:<8} {e.flags_text:<24} {e.mode:06o} "
+            outcome = f"{-1:>3} {e.error:<7} "
+        else:
+            outcome = f"{'-' if e.fixed_file else e.ret:>3} {'':<7} "
+        how = f"{e.syscall:<8} {e.flags_text:<24} {e.mode:06o} " if self.extended else ""
+        return f"{uid}{e.pid:<7} {e.tid:<7} {escape(e.comm_bytes):<16} {outcome}{how}"
 
     def lines(self, events: list[OpenEvent]) -> str:
-        who, outcome, how = self._who_text, self._outcome_text, self._how_text
+        columns = self._columns
         clock = self._clock if self.timestamp else None
         marks = self._marks if self.resolved else None
         out = []
         append = out.append
         for e in events:
-            line = who(e) + outcome(e)
-            if how is not None:
-                line += how(e)
+            line = columns(e)
             path = e.path_bytes
             text = escape(path)
             if marks is not None:
@@ -218,38 +210,29 @@ def _null(value: object | None) -> str:
 
 # the keys, in order; the README's schema and the tests check this list
 JSON_KEYS = (
-    "ts_ns", "time", "pid", "tid", "ppid", "uid", "gid", "mntns", "comm", "comm_b64",
-    "syscall", "dfd", "flags", "flags_text", "mode", "resolve", "ret", "fd", "errno", "error",
-    "latency_ns", "path", "path_b64", "truncated", "resolved", "resolved_b64",
-    "resolved_truncated", "resolved_canonical", "resolved_deleted", "resolved_anonymous",
-    "resolved_mntns",
+    "ts_ns", "time", "latency_ns", "pid", "tid", "ppid", "uid", "gid", "mntns", "comm",
+    "comm_b64", "syscall", "dfd", "flags", "flags_text", "mode", "resolve", "ret", "fd",
+    "errno", "error", "truncated", "resolved_truncated", "resolved_canonical",
+    "resolved_deleted", "resolved_anonymous", "resolved_mntns", "path", "path_b64",
+    "resolved", "resolved_b64",
 )
 
 
-def _json_process(e: OpenEvent) -> str:
+def _json_middle(e: OpenEvent) -> str:
+    """Everything between the timing and the paths: it repeats, so it is memoised."""
     comm, comm_b64 = _text_fields(e.comm_bytes)
-    return (f'"pid":{e.pid},"tid":{e.tid},"ppid":{e.ppid},"uid":{e.uid},"gid":{e.gid},'
-            f'"mntns":{e.mntns},"comm":{comm},"comm_b64":{comm_b64},')
-
-
-def _json_call(e: OpenEvent) -> str:
-    return (f'"syscall":"{e.syscall}","dfd":{e.dfd},"flags":{e.flags},'
-            f'"flags_text":"{e.flags_text}","mode":{e.mode},"resolve":{e.resolve},')
-
-
-def _json_outcome(e: OpenEvent) -> str:
     error = "null" if e.error is None else f'"{e.error}"'
-    return f'"ret":{e.ret},"fd":{_null(e.fd)},"errno":{_null(e.errno)},"error":{error},'
-
-
-def _json_flags(e: OpenEvent) -> tuple[str, str]:
-    """The text around the resolved path: what comes before it, and after it."""
-    return (f'"truncated":{_bool(e.truncated)},"resolved":',
-            f',"resolved_truncated":{_bool(e.resolved_truncated)},'
+    return (f'"pid":{e.pid},"tid":{e.tid},"ppid":{e.ppid},"uid":{e.uid},"gid":{e.gid},'
+            f'"mntns":{e.mntns},"comm":{comm},"comm_b64":{comm_b64},'
+            f'"syscall":"{e.syscall}","dfd":{e.dfd},"flags":{e.flags},'
+            f'"flags_text":"{e.flags_text}","mode":{e.mode},"resolve":{e.resolve},'
+            f'"ret":{e.ret},"fd":{_null(e.fd)},"errno":{_null(e.errno)},"error":{error},'
+            f'"truncated":{_bool(e.truncated)},'
+            f'"resolved_truncated":{_bool(e.resolved_truncated)},'
             f'"resolved_canonical":{_bool(e.resolved_canonical)},'
             f'"resolved_deleted":{_bool(e.resolved_deleted)},'
             f'"resolved_anonymous":{_bool(e.resolved_anonymous)},'
-            f'"resolved_mntns":{e.resolved_mntns}}}\n')
+            f'"resolved_mntns":{e.resolved_mntns},')
 
 
 class JsonRenderer:
@@ -258,20 +241,16 @@ class JsonRenderer:
 
     def __init__(self) -> None:
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S", utc=True)
-        # what repeats is formatted once (see TableRenderer)
-        self._process = _Memo(attrgetter("tid", "pid", "ppid", "uid", "gid", "mntns",
-                                         "comm_raw"), _json_process)
-        self._call = _Memo(attrgetter("syscall_id", "dfd", "flags", "mode", "resolve"),
-                           _json_call)
-        self._outcome = _Memo(attrgetter("ret", "status"), _json_outcome)
-        self._flags = _Memo(attrgetter("status", "resolved_how", "resolved_mntns"), _json_flags)
+        self._middle = _Memo(attrgetter("tid", "pid", "ppid", "uid", "gid", "mntns", "comm_raw",
+                                        "syscall_id", "dfd", "flags", "mode", "resolve", "ret",
+                                        "status", "resolved_how", "resolved_mntns"),
+                             _json_middle)
 
     def header(self) -> str:
         return ""
 
     def lines(self, events: list[OpenEvent]) -> str:
-        clock, process, call, outcome, flags = (self._clock, self._process, self._call,
-                                                self._outcome, self._flags)
+        clock, middle = self._clock, self._middle
         out = []
         append = out.append
         for e in events:
@@ -282,9 +261,7 @@ class JsonRenderer:
                 resolved, resolved_b64 = path, path_b64
             else:
                 resolved, resolved_b64 = _text_fields(resolved_raw)
-            before, after = flags(e)
-            append(f'{{"ts_ns":{e.ts_ns},"time":"{clock(e.wall_ns)}Z",{process(e)}{call(e)}'
-                   f'{outcome(e)}"latency_ns":{e.latency_ns},"path":{path},'
-                   f'"path_b64":{path_b64},{before}{resolved},"resolved_b64":{resolved_b64}'
-                   f'{after}')
+            append(f'{{"ts_ns":{e.ts_ns},"time":"{clock(e.wall_ns)}Z",'
+                   f'"latency_ns":{e.latency_ns},{middle(e)}"path":{path},'
+                   f'"path_b64":{path_b64},"resolved":{resolved},"resolved_b64":{resolved_b64}}}\n')
         return "".join(out)
