@@ -27,6 +27,22 @@ from cffi import FFI
 ROOT = pathlib.Path(__file__).resolve().parent
 BPF_DIR = ROOT / "bpf"
 
+# declared once: cffi's cdef and the C source both need it
+BATCH_STRUCT = """
+struct ldr_batch {
+    char *heads;
+    char *tails;
+    uint32_t *tail_sizes;
+    size_t head_size;
+    size_t max_records;
+    size_t tail_capacity;
+    size_t max_tail;        /* the largest tail a record may carry */
+    size_t count;
+    size_t tail_used;
+    uint64_t oversized;     /* records whose tail did not fit: cut */
+};
+"""
+
 LIBBPF_CDEF = r"""
 struct bpf_object;
 struct bpf_program;
@@ -103,19 +119,7 @@ void ldr_set_print(bool to_python);
  * stride, zero-padded), the rest to tails (concatenated, sizes in tail_sizes).
  * The callback ends libbpf's loop (returns -ENOSPC) once the batch is full.
  */
-struct ldr_batch {
-    char *heads;
-    char *tails;
-    uint32_t *tail_sizes;
-    size_t head_size;
-    size_t max_records;
-    size_t tail_capacity;
-    size_t max_tail;        /* the largest tail a record may carry */
-    size_t count;
-    size_t tail_used;
-    uint64_t oversized;     /* records whose tail did not fit: cut */
-};
-int ldr_batch_collect(void *ctx, void *data, size_t size);
+""" + BATCH_STRUCT + r"""int ldr_batch_collect(void *ctx, void *data, size_t size);
 """
 
 LIBBPF_SOURCE = r"""
@@ -165,19 +169,7 @@ void ldr_set_print(bool to_python)
     libbpf_set_print(to_python ? ldr_print_to_python : ldr_print_nothing);
 }
 
-struct ldr_batch {
-    char *heads;
-    char *tails;
-    uint32_t *tail_sizes;
-    size_t head_size;
-    size_t max_records;
-    size_t tail_capacity;
-    size_t max_tail;
-    size_t count;
-    size_t tail_used;
-    uint64_t oversized;
-};
-
+""" + BATCH_STRUCT + r"""
 int ldr_batch_collect(void *ctx, void *data, size_t size)
 {
     struct ldr_batch *b = ctx;

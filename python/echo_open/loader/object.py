@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ._binding import capture_log, ffi, lib
+from ._owned import Owned
 from .errors import BPFError, LoadError, check
 from .maps import Map
 
@@ -97,7 +98,7 @@ class Program:
         return f"<Program {self.name} {self.section}>"
 
 
-class BPFObject:
+class BPFObject(Owned):
     """A BPF ELF object. Open it, configure it (maps, .rodata, autoload), load it, attach.
 
     ``with BPFObject.open(path) as obj: ...`` closes the object (and every link
@@ -202,9 +203,7 @@ class BPFObject:
     def links(self) -> Iterator[Link]:
         return (link for link in list(self._links) if not link.closed)
 
-    def close(self) -> None:
-        if self._ptr is None:
-            return
+    def _free(self) -> None:
         for link in list(self._links):
             link.close()
         for bpf_map in self.maps.values():
@@ -212,22 +211,10 @@ class BPFObject:
         for program in self.programs.values():
             program._invalidate()
         lib.bpf_object__close(self._ptr)
-        self._ptr = None
         self._keepalive = None
-
-    @property
-    def closed(self) -> bool:
-        return self._ptr is None
 
     def __enter__(self) -> BPFObject:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_ptr", None) is not None:
-            self.close()
 
     def __repr__(self) -> str:
         state = "closed" if self._ptr is None else ("loaded" if self.loaded else "opened")

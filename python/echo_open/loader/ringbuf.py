@@ -11,6 +11,7 @@ import errno
 from collections.abc import Iterator, Sequence
 
 from ._binding import ffi, lib
+from ._owned import Owned
 from .errors import BPFError, check
 from .maps import RINGBUF_TYPE, Map
 
@@ -44,7 +45,7 @@ class RecordBatch:
             offset += tail_size
 
 
-class RingBuffer:
+class RingBuffer(Owned):
     """A consumer of one or more BPF_MAP_TYPE_RINGBUF maps.
 
     ``poll(timeout)`` waits up to ``timeout`` seconds for records and returns a
@@ -152,21 +153,8 @@ class RingBuffer:
         batch.tail_used = 0
         return RecordBatch(self.head_size, heads, tails, sizes)
 
-    def close(self) -> None:
-        if self._ptr is not None:
-            lib.ring_buffer__free(self._ptr)
-            self._ptr = None
-
-    @property
-    def closed(self) -> bool:
-        return self._ptr is None
+    def _free(self) -> None:
+        lib.ring_buffer__free(self._ptr)
 
     def __enter__(self) -> RingBuffer:
         return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_ptr", None) is not None:
-            self.close()
