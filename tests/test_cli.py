@@ -279,3 +279,25 @@ def test_drops_are_reported_while_tracing_and_at_exit(tmp_path):
     summary = re.search(r"(\d+) events shown, \d+ filtered in the kernel, (\d+) lost", err)
     shown = sum(str(tmp_path) in line for line in lines)
     assert shown + int(summary.group(2)) == count
+
+
+NOBODY_WITH = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
+
+
+def _caps(*caps: str) -> tuple[str, ...]:
+    names = ",".join(f"+{cap}" for cap in caps)
+    return (*NOBODY_WITH, f"--inh-caps={names}", f"--ambient-caps={names}")
+
+
+def test_capabilities_instead_of_root():
+    done = subprocess.run([*_caps("bpf", "perfmon", "dac_read_search"), ECHO_OPEN, "-d", "0.5",
+                           "-p", "1"], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert "events shown" in done.stderr
+
+
+def test_capabilities_without_tracefs_access_are_one_line_and_exit_72():
+    done = subprocess.run([*_caps("bpf", "perfmon"), ECHO_OPEN, "-d", "0.5"],
+                          capture_output=True, text=True, timeout=20)
+    assert done.returncode == 72
+    assert done.stderr.count("\n") == 1 and "CAP_DAC_READ_SEARCH" in done.stderr

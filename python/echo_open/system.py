@@ -57,7 +57,7 @@ def check_btf() -> None:
 def tracefs_root() -> Path:
     """Where tracefs is mounted; mounts it at /sys/kernel/tracing if it is not."""
     for root in (TRACEFS, _DEBUGFS_TRACING):
-        if (root / "events").is_dir():
+        if _has_events(root):
             return root
     if not TRACEFS.is_dir():
         raise NoTracefs(f"tracefs is not available: {TRACEFS} does not exist "
@@ -71,6 +71,14 @@ def tracefs_root() -> Path:
     if not (TRACEFS / "events").is_dir():
         raise NoTracefs(f"tracefs at {TRACEFS} has no events directory")
     return TRACEFS
+
+
+def _has_events(root: Path) -> bool:
+    try:
+        return (root / "events").is_dir()
+    except PermissionError:
+        raise NoTracefs(f"cannot read {root}: permission denied (tracepoints are looked up "
+                        "there: run as root, or add CAP_DAC_READ_SEARCH)") from None
 
 
 def tracepoint_exists(root: Path, category: str, name: str) -> bool:
