@@ -227,11 +227,15 @@ class Tracer:
             for value in ids:
                 bpf_map.update(struct.pack("<I", value), b"\x01")
 
-    def close(self) -> None:
-        """Detach everything and free the kernel objects. Safe to call twice."""
+    def detach(self) -> None:
+        """Stop tracing new opens; what is in the ring can still be read (drain())."""
         for link in self._links:
             link.close()
         self._links = []
+
+    def close(self) -> None:
+        """Detach everything and free the kernel objects. Safe to call twice."""
+        self.detach()
         if self._ring is not None:
             self._ring.close()
             self._ring = None

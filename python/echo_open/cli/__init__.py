@@ -62,8 +62,24 @@ class PrefixOn(str, Enum):
     resolved = "resolved"
 
 
-class _Stop(Exception):
-    """SIGTERM: stop like Ctrl-C."""
+class _StopSignals:
+    """SIGINT and SIGTERM set a flag instead of raising, so a batch is never cut in half."""
+
+    def __init__(self) -> None:
+        self.raised = False
+        self._previous: dict[int, object] = {}
+
+    def _set(self, signum: int, frame: object) -> None:
+        self.raised = True
+
+    def __enter__(self) -> _StopSignals:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._set)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _parse_size(text: str) -> int:
@@ -124,8 +140,10 @@ def _path_prefixes(values: list[str]) -> list[str]:
 def _print_summary(stats: Stats, shown: int) -> None:
     drops = ", ".join(f"{name.replace('_', ' ')} {count}"
                       for name, count in stats.drops().items())
+    # traced but never written: only when output stopped early (a closed pipe)
+    unshown = f", {stats.emitted - shown} not shown" if stats.emitted > shown else ""
     print(f"echo-open: {shown} events shown, {stats.filtered} filtered in the kernel, "
-          f"{stats.dropped} lost ({drops})", file=sys.stderr)
+          f"{stats.dropped} lost ({drops}){unshown}", file=sys.stderr)
 
 
 def _warn_drops(stats: Stats, previous: Stats) -> None:
@@ -200,16 +218,9 @@ def trace(
     raise typer.Exit(_run(tracer, renderer, duration))
 
 
-def _run(tracer: Tracer, renderer, duration: float | None) -> int:
-    def on_term(signum, frame):
-        raise _Stop
-
-    previous_term = signal.signal(signal.SIGTERM, on_term)
-    out = sys.stdout
-    shown = 0
-    stats: Stats | None = None
-    status = EXIT_OK
-    try:
+def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
+         duration: float | None) -> int:
+    with _StopSignals() as stop:
         try:
             tracer.start()
         except EnvironmentProblem as exc:
@@ -227,49 +238,68 @@ def _run(tracer: Tracer, renderer, duration: float | None) -> int:
                 return EXIT_NOT_PERMITTED
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
-        out.write(renderer.header())
-        out.flush()
-        # on stderr, so scripts and harnesses know when opens are being seen
-        print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
-              "Ctrl-C to stop", file=sys.stderr, flush=True)
-        deadline = None if duration is None else time.monotonic() + duration
-        last_check = time.monotonic()
-        checked = Stats()
-        while True:
-            timeout = 0.5
-            if deadline is not None:
-                timeout = deadline - time.monotonic()
-                if timeout <= 0:
-                    break
-                timeout = min(timeout, 0.5)
-            events = tracer.read(timeout)
-            if events:
-                out.write(renderer.lines(events))
-                out.flush()
-                shown += len(events)
-            now = time.monotonic()
-            if now - last_check >= 1.0:
-                current = tracer.stats()
-                _warn_drops(current, checked)
-                checked, last_check = current, now
-    except (KeyboardInterrupt, _Stop):
-        pass
-    except BrokenPipeError:
-        # the reader went away (e.g. `| head`): stop quietly
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        os.close(devnull)
-    except OSError as exc:
-        print(f"echo-open: output error: {exc}", file=sys.stderr)
-        status = EXIT_OUTPUT
-    finally:
-        if tracer.running:
+        output = _Output(renderer)
+        status = EXIT_OK
+        try:
+            _stream(tracer, output, duration, stop)
+        except BrokenPipeError:
+            # the reader went away (e.g. `| head`): stop quietly
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except OSError as exc:
+            print(f"echo-open: output error: {exc}", file=sys.stderr)
+            status = EXIT_OUTPUT
+        finally:
+            tracer.detach()
             stats = tracer.stats()
-        tracer.close()
-        signal.signal(signal.SIGTERM, previous_term)
-    if stats is not None:
-        _print_summary(stats, shown)
-    return status
+            tracer.close()
+        _print_summary(stats, output.shown)
+        return status
+
+
+class _Output:
+    """Rendered events to stdout, one write per batch, counted."""
+
+    def __init__(self, renderer: TableRenderer | JsonRenderer) -> None:
+        self.renderer = renderer
+        self.shown = 0
+
+    def write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def show(self, events: list) -> None:
+        if events:
+            self.write(self.renderer.lines(events))
+            self.shown += len(events)
+
+
+def _stream(tracer: Tracer, output: _Output, duration: float | None,
+            stop: _StopSignals) -> None:
+    """Render events until stopped; then detach and render what is left in the ring."""
+    output.write(output.renderer.header())
+    # on stderr, so scripts and harnesses know when opens are being seen
+    print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
+          "Ctrl-C to stop", file=sys.stderr, flush=True)
+    deadline = None if duration is None else time.monotonic() + duration
+    last_check = time.monotonic()
+    checked = Stats()
+    while not stop.raised:
+        timeout = tracer.poll_interval
+        if deadline is not None:
+            timeout = min(timeout, deadline - time.monotonic())
+            if timeout <= 0:
+                break
+        output.show(tracer.read(timeout))
+        now = time.monotonic()
+        if now - last_check >= 1.0:
+            current = tracer.stats()
+            _warn_drops(current, checked)
+            checked, last_check = current, now
+    # stopped: no new opens, but every one already traced is shown
+    tracer.detach()
+    output.show(tracer.drain())
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
