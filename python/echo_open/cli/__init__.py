@@ -206,10 +206,12 @@ def trace(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
+        # the kernel resolves paths only when they are shown or matched on: the walk
+        # costs each successful open ~0.5 us, and a long path twice its ring space
         tracer = Tracer(pids=pid, tids=tid, uid=uid, failed_only=failed, comm=name,
                         flags=flags, path_prefixes=path_prefix,
                         prefix_on_resolved=prefix_on is PrefixOn.resolved,
-                        ring_size=ring_bytes)
+                        resolve_paths=full_path or json_lines, ring_size=ring_bytes)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     renderer = JsonRenderer() if json_lines else TableRenderer(

@@ -18,20 +18,21 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import re
 from collections.abc import Callable, Hashable
 from json.encoder import encode_basestring_ascii as _json_string
 from operator import attrgetter
 
 from ..events import OpenEvent
 
-_SAFE = re.compile(rb"[\x20-\x5b\x5d-\x7e]*")
+# bytes that print as themselves; deleting them from a path leaves nothing when it is
+# safe (bytes.translate scans ~3x faster than a regular expression)
+_SAFE = bytes(range(0x20, 0x7F)).replace(b"\\", b"")
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
 
 def escape(raw: bytes) -> str:
     """Bytes as text that cannot forge, hide or move anything on a terminal."""
-    if _SAFE.fullmatch(raw):
+    if not raw.translate(None, _SAFE):
         return raw.decode("ascii")
     out = []
     for ch in raw.decode("utf-8", "surrogateescape"):
@@ -184,14 +185,14 @@ class TableRenderer:
         return "".join(out)
 
 
-_JSON_SAFE = re.compile(rb"[\x20\x21\x23-\x5b\x5d-\x7e]*")
+_JSON_SAFE = _SAFE.replace(b'"', b"")  # and that JSON takes unescaped
 
 
 def _text_fields(raw: bytes | None) -> tuple[str, str]:
     """JSON text of a byte string, and of its base64 twin (null unless not UTF-8)."""
     if raw is None:
         return "null", "null"
-    if _JSON_SAFE.fullmatch(raw):
+    if not raw.translate(None, _JSON_SAFE):
         return f'"{raw.decode("ascii")}"', "null"
     try:
         return _json_string(raw.decode("utf-8")), "null"
