@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import posixpath
-import re
 from collections import namedtuple
 
 from echo_open._layout import lib as _c
@@ -40,12 +39,9 @@ _FIELDS = (*(_RENAMED.get(name, name) for name in EVENT_FIELDS),
 _EventFields = namedtuple("_EventFields", _FIELDS)
 
 
-_NOT_NORMAL = re.compile(rb"/\.|//|./\Z")
-
-
 def _normalize(path: bytes) -> bytes:
     """Lexical normalisation of an absolute path ('.', '..', '//')."""
-    if not _NOT_NORMAL.search(path):
+    if b"/." not in path and b"//" not in path and (len(path) == 1 or path[-1:] != b"/"):
         return path
     norm = posixpath.normpath(path)
     return b"/" + norm.lstrip(b"/")

@@ -165,9 +165,11 @@ class Tracer:
             self._configure(obj, tracefs)
             obj.load()
             self._fill_filter_maps(obj)
-            # 2 MiB of batch: 8192 short records or 250 whole 8 KiB ones per call
+            # a batch of 2048 short records or 250 whole 8 KiB ones: big enough to
+            # amortise a call, small enough that its rendered text stays a few MiB
             self._ring = RingBuffer(obj.map("events"), head_size=layout.EVENT_SIZE,
-                                    max_tail=layout.MAX_TAIL, batch_bytes=2 << 20)
+                                    max_tail=layout.MAX_TAIL, batch_records=2048,
+                                    batch_bytes=2 << 20)
             self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
             self._links = obj.attach_all()
         except BaseException:

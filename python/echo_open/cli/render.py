@@ -252,11 +252,16 @@ class JsonRenderer:
 
     def lines(self, events: list[OpenEvent]) -> str:
         clock, middle = self._clock, self._middle
+        safe = _JSON_SAFE
         out = []
         append = out.append
         for e in events:
             path_raw = e.path_bytes
-            path, path_b64 = _text_fields(path_raw)
+            # the common case inline: printable ASCII needs no escaping and no base64
+            if path_raw.translate(None, safe):
+                path, path_b64 = _text_fields(path_raw)
+            else:
+                path, path_b64 = f'"{path_raw.decode("ascii")}"', "null"
             resolved_raw = e.resolved_bytes
             if resolved_raw == path_raw:
                 resolved, resolved_b64 = path, path_b64
