@@ -53,6 +53,7 @@ enum eo_counter {
 	EO_DROP_PATH_FAULT = 4,    /* delivered without its path: reading it failed */
 	EO_CNT_NO_ENTRY = 5,       /* exits whose entry came before we attached */
 	EO_CNT_WAKEUPS = 6,        /* consumer wake-ups forced */
+	EO_DROP_INTERNAL = 7,      /* lost: the program that finishes an open was not reached */
 	EO_COUNTER_MAX = 8,
 };
 

@@ -52,15 +52,16 @@ class Stats:
     path_fault: int = 0       # delivered without the path: it could not be read
     no_entry: int = 0         # exits whose entry was not seen (in flight at start, or filtered)
     wakeups: int = 0          # consumer wake-ups forced
+    internal: int = 0         # lost: the program that finishes an open was not reached
 
     @property
     def dropped(self) -> int:
-        return self.ring_full + self.args_full
+        return self.ring_full + self.args_full + self.internal
 
     def drops(self) -> dict[str, int]:
         """Losses by reason, the path faults included (events without their path)."""
         return {"ring_full": self.ring_full, "args_full": self.args_full,
-                "path_fault": self.path_fault}
+                "internal": self.internal, "path_fault": self.path_fault}
 
     def __sub__(self, other: Stats) -> Stats:
         return Stats(*(getattr(self, f.name) - getattr(other, f.name) for f in fields(self)))
@@ -70,7 +71,7 @@ _COUNTER_SLOTS = {
     "emitted": _c.EO_CNT_EMITTED, "filtered": _c.EO_CNT_FILTERED,
     "ring_full": _c.EO_DROP_RING_FULL, "args_full": _c.EO_DROP_ARGS_FULL,
     "path_fault": _c.EO_DROP_PATH_FAULT, "no_entry": _c.EO_CNT_NO_ENTRY,
-    "wakeups": _c.EO_CNT_WAKEUPS,
+    "wakeups": _c.EO_CNT_WAKEUPS, "internal": _c.EO_DROP_INTERNAL,
 }
 
 
@@ -126,6 +127,7 @@ class Tracer:
         self._ring: RingBuffer | None = None
         self._wall_offset_ns = 0
         self.attached_tracepoints: list[str] = []
+        self._attached_programs: list[str] = []
 
     def _validate(self) -> None:
         for name, ids in (("pid", self.pids), ("tid", self.tids)):
@@ -171,7 +173,7 @@ class Tracer:
                                     max_tail=layout.MAX_TAIL, batch_records=2048,
                                     batch_bytes=2 << 20)
             self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
-            self._links = obj.attach_all()
+            self._links = [obj.program(name).attach() for name in self._attached_programs]
         except BaseException:
             if self._ring is not None:
                 self._ring.close()
@@ -184,6 +186,7 @@ class Tracer:
     def _configure(self, obj: BPFObject, tracefs: Path) -> None:
         obj.map("events").max_entries = self.ring_size
         self.attached_tracepoints = []
+        self._attached_programs = []
         for category, pairs in (("syscalls", _PAIRS), ("io_uring", [_URING])):
             for pair in pairs:
                 present = all(system.tracepoint_exists(tracefs, category, event)
@@ -192,6 +195,7 @@ class Tracer:
                     obj.program(program).autoload = present
                     if present:
                         self.attached_tracepoints.append(f"{category}:{event}")
+                        self._attached_programs.append(program)
         config = layout.new_config()
         config.wakeup_bytes = self.wakeup_bytes
         config.wakeup_min_ns = int(self.wakeup_interval * 1e9)
@@ -242,6 +246,9 @@ class Tracer:
             self._ring.close()
             self._ring = None
         if self._obj is not None:
+            # the kernel empties a program array asynchronously once its last fd is
+            # closed; emptying it here frees finish_open before we return
+            self._obj.map("finishers").delete(struct.pack("<I", 0))
             self._obj.close()
             self._obj = None
 
