@@ -19,6 +19,7 @@ COLUMNS = (
     ("ready s", "ready_s", ".3f"),
     ("path bytes printed/real", "path_bytes_ratio", ".3f"),
     ("untraced opens/s", "baseline_opens_per_s", ",.0f"),
+    ("runs failed (not in medians)", "failed", "d"),
 )
 
 ECHO_OPEN_VARIANTS = ("echo-open", "echo-open-json")
@@ -55,10 +56,16 @@ SIGINT {env['settle']} s after the storm ended.
 | CPUs | {env['cpus']} x {env['cpu_model']} |
 | kernel.bpf_stats_enabled | {env['bpf_stats_enabled']} |
 | load average at the end | {env['loadavg']} |
+| other BPF links attached (min/median/max over runs) | {_links(env)} |
 | echo-open measured | {env['echo_open_version']} |
 | command | `{env['command']}` |
 | wall time | {env['minutes']:.1f} min |
 """
+
+
+def _links(env: dict[str, object]) -> str:
+    links: dict[str, int] = env.get("foreign_links") or {}  # type: ignore[assignment]
+    return f"{links.get('min')} / {links.get('median')} / {links.get('max')}"
 
 
 def _commands(env: dict[str, object]) -> str:

@@ -61,6 +61,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--raw", type=Path, default=harness.BUILD_DIR / "results.jsonl",
                         help="every record, one JSON line each")
     parser.add_argument("--no-drain", action="store_true", help="skip drain.py")
+    parser.add_argument("--report-only", action="store_true",
+                        help="no measuring: rewrite RESULTS.md from --raw and its .env.json")
     args = parser.parse_args(argv)
     args.modes = _pick(args.modes, mode_specs(1, 1), "mode")
     args.tracers = _pick(args.tracers, tracers, "tracer")
@@ -186,13 +188,16 @@ def _cpu_model() -> str:
 
 
 def medians(records: list[dict[str, object]]) -> dict[tuple[str, str], dict[str, object]]:
-    """Median of every numeric metric per (mode, tracer); the worst accounting gap too."""
+    """Median of every numeric metric per (mode, tracer) over the runs whose tracer exited
+    cleanly; the worst accounting gap and the failed runs too."""
     groups: dict[tuple[str, str], list[dict[str, object]]] = {}
     for r in records:
         groups.setdefault((str(r["mode"]), str(r["tracer"])), []).append(r)
     out = {}
-    for key, rs in groups.items():
-        med: dict[str, object] = {"n": len(rs)}
+    for key, every in groups.items():
+        # a tracer killed after the stop timeout (or crashed) has no summary to count
+        rs = [r for r in every if r.get("exit_code") == 0] or every
+        med: dict[str, object] = {"n": len(rs), "failed": len(every) - len(rs)}
         for metric in harness.METRICS:
             values = [r[metric] for r in rs if isinstance(r.get(metric), (int, float))]
             med[metric] = statistics.median(values) if values else None
@@ -204,17 +209,49 @@ def medians(records: list[dict[str, object]]) -> dict[tuple[str, str], dict[str,
     return out
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def env_path(raw: Path) -> Path:
+    return raw.with_suffix(".env.json")
+
+
+def foreign_links(records: list[dict[str, object]]) -> dict[str, int]:
+    """Other BPF links attached during the runs (they slow the baseline as well)."""
+    counts = [int(r["foreign_links"]) for r in records  # type: ignore[call-overload]
+              if isinstance(r.get("foreign_links"), int) and r["foreign_links"] >= 0]
+    if not counts:
+        return {"min": -1, "median": -1, "max": -1}
+    return {"min": min(counts), "median": int(statistics.median(counts)), "max": max(counts)}
+
+
+def measure_everything(args: argparse.Namespace) -> tuple[list[dict[str, object]],
+                                                          dict[str, object]]:
+    """Run every pair and drain.py; keep the records and the environment in bench/build/."""
     check_root()
     harness.build_storm()
     started = time.monotonic()
     records = run_all(args)
-    drain = None if args.no_drain else run_drain()
     env = environment(args, started)
-    text = report.render(env, medians(records), drain, args.modes, args.tracers)
+    env["drain"] = None if args.no_drain else run_drain()
+    env_path(args.raw).write_text(json.dumps(env, indent=1))
+    return records, env
+
+
+def load_previous(args: argparse.Namespace) -> tuple[list[dict[str, object]],
+                                                     dict[str, object]]:
+    records = [json.loads(line) for line in args.raw.read_text().splitlines() if line]
+    env = json.loads(env_path(args.raw).read_text())
+    return records, env
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    records, env = load_previous(args) if args.report_only else measure_everything(args)
+    env["foreign_links"] = foreign_links(records)
+    modes = [m for m in args.modes if any(r["mode"] == m for r in records)]
+    tracers = [t for t in args.tracers if any(r["tracer"] == t for r in records)]
+    text = report.render(env, medians(records), env.get("drain"),  # type: ignore[arg-type]
+                         modes, tracers)
     args.results.write_text(text)
-    print(f"wrote {args.results} ({env['minutes']:.1f} min)")
+    print(f"wrote {args.results}")
     return 0
 
 
