@@ -123,8 +123,8 @@ def run_storm(spec: StormSpec, cpu: int | None = STORM_CPU) -> StormResult:
 class TracerSpec:
     """How to start one tracer, tell that it is attached, and read its output.
 
-    ready_text: bytes its stdout holds once attached; None: attached when every
-    BPF program it loaded has a link (echo-open --json prints no header).
+    ready_text: bytes its stdout (or stderr, ready_on_stderr) holds once attached;
+    None: attached when every BPF program it loaded has a link.
     filters_out_storm: its filter matches nothing, so no storm line is expected.
     """
 
@@ -134,6 +134,7 @@ class TracerSpec:
     lost_pattern: re.Pattern[str]
     event_line: re.Pattern[bytes] = re.compile(rb"^(\d|\{)")
     filters_out_storm: bool = False
+    ready_on_stderr: bool = False
 
 
 _EO_SUMMARY = re.compile(r"echo-open: (?P<shown>\d+) events shown, \d+ filtered in the kernel, "
@@ -155,7 +156,9 @@ def tracer_specs(echo_open: Path = ECHO_OPEN) -> dict[str, TracerSpec]:
     eo = str(echo_open)
     return {
         "echo-open": TracerSpec("echo-open", [eo], b"PATH\n", _EO_SUMMARY),
-        "echo-open-json": TracerSpec("echo-open-json", [eo, "--json"], None, _EO_SUMMARY),
+        # no header in JSON: the line it writes to stderr once attached
+        "echo-open-json": TracerSpec("echo-open-json", [eo, "--json"], b"echo-open: tracing",
+                                     _EO_SUMMARY, ready_on_stderr=True),
         "echo-open-nomatch": TracerSpec("echo-open-nomatch", [eo, "-p", nobody], b"PATH\n",
                                         _EO_SUMMARY, filters_out_storm=True),
         # its header sits in stdio's buffer until an event flushes it: watch its links
@@ -250,7 +253,8 @@ class TracerRun:
         assert self.proc is not None
         if self.spec.ready_text is None:
             return all_programs_linked(self.proc.pid)
-        with open(self.stdout_path, "rb") as out:
+        path = self.stderr_path if self.spec.ready_on_stderr else self.stdout_path
+        with open(path, "rb") as out:
             return self.spec.ready_text in out.read(1 << 16)
 
     def _wait_ready(self) -> None:
