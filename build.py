@@ -9,10 +9,13 @@
 ``echo_open._layout``
     The structs of ``bpf/echo_open.h``, the header the BPF programs include:
     compiling this module checks every field offset against the C compiler.
+``echo_open._render``
+    ``csrc/render.c``: the CLI's table rows and JSON lines for a whole batch of
+    records, formatted in C (``csrc/render.h`` says what it leaves to Python).
 
 Usage::
 
-    python build.py emit DIR      # write _libbpf.c and _layout.c into DIR (CMake does this)
+    python build.py emit DIR      # write the modules' C sources into DIR (CMake does this)
     python build.py inplace       # compile both into python/echo_open/ (development)
 """
 
@@ -26,6 +29,7 @@ from cffi import FFI
 
 ROOT = pathlib.Path(__file__).resolve().parent
 BPF_DIR = ROOT / "bpf"
+CSRC_DIR = ROOT / "csrc"
 
 # declared once: cffi's cdef and the C source both need it
 BATCH_STRUCT = """
@@ -246,7 +250,16 @@ def layout_builder() -> FFI:
     return ffi
 
 
-BUILDERS = {"_libbpf": libbpf_builder, "_layout": layout_builder}
+def render_builder() -> FFI:
+    ffi = FFI()
+    ffi.cdef(header_cdef(CSRC_DIR / "render.h"))
+    # one translation unit: the module's source includes the formatter's
+    ffi.set_source("echo_open._render", '#include "render.c"\n',
+                   include_dirs=[str(CSRC_DIR), str(BPF_DIR)], extra_compile_args=["-O2"])
+    return ffi
+
+
+BUILDERS = {"_libbpf": libbpf_builder, "_layout": layout_builder, "_render": render_builder}
 
 
 def main(argv: list[str]) -> int:

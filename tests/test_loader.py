@@ -593,7 +593,7 @@ def test_ring_batch_splits_head_and_tail(recording: BPFObject, head_size: int) -
     assert batch.head_size == head_size
     assert batch.heads == b"".join(head for head, _ in expected)
     assert batch.tails == b"".join(tail for _, tail in expected)
-    assert batch.tail_sizes == [len(tail) for _, tail in expected]
+    assert list(batch.tail_sizes) == [len(tail) for _, tail in expected]
 
 
 def test_ring_fileno_is_readable_after_a_wakeup(recording: BPFObject) -> None:

@@ -49,6 +49,12 @@ def flags_text(flags: int) -> str:
     return "|".join(parts)
 
 
+def flags_text_table() -> tuple[list[str], list[tuple[str, int]]]:
+    """What flags_text works from, for a formatter in C: the names of the four
+    access modes, and (name, value) of the other flags in print order."""
+    return [_ACCESS[mode] for mode in range(4)], [(name, OPEN_FLAGS[name]) for name in _PRINT_ORDER]
+
+
 def parse_open_flag(text: str) -> int:
     """``O_CREAT``, ``creat`` or a number (``0o100``, ``64``) -> the flag's value."""
     name = text.strip().upper()
@@ -63,6 +69,7 @@ def parse_open_flag(text: str) -> int:
 
 
 def errno_name(number: int) -> str:
+    """``ENOENT``; a number without a name as ``E<number>``."""
     return _errno.errorcode.get(number, f"E{number}")
 
 

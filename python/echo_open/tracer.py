@@ -20,7 +20,7 @@ from echo_open._layout import lib as _c
 
 from . import layout, system
 from .events import OpenEvent, decode_batch
-from .loader import BPFObject, Link, RingBuffer
+from .loader import BPFObject, Link, RecordBatch, RingBuffer
 
 # program -> the tracepoint it needs (category, event); pairs load together or not at all
 _PAIRS = [
@@ -273,8 +273,15 @@ class Tracer:
         """An fd that becomes readable when the kernel wakes the consumer."""
         return self._ring_or_raise().fileno()
 
-    def read(self, timeout: float | None = None) -> list[OpenEvent]:
-        """One batch of events: waits up to ``timeout`` seconds (None: until there are some)."""
+    @property
+    def wall_offset_ns(self) -> int:
+        """Added to a record's ``ts_ns`` (CLOCK_MONOTONIC): nanoseconds since the epoch."""
+        return self._wall_offset_ns
+
+    def read_records(self, timeout: float | None = None) -> RecordBatch:
+        """One batch of records as the kernel wrote them (``struct eo_event`` and
+        the path bytes), undecoded: for consumers that decode in C. Waits up to
+        ``timeout`` seconds (None: until there are some); empty if none came."""
         ring = self._ring_or_raise()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
@@ -282,10 +289,12 @@ class Tracer:
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
             batch = ring.poll(wait)
-            if batch:
-                return decode_batch(batch, self._wall_offset_ns)
-            if deadline is not None and time.monotonic() >= deadline:
-                return []
+            if batch or (deadline is not None and time.monotonic() >= deadline):
+                return batch
+
+    def read(self, timeout: float | None = None) -> list[OpenEvent]:
+        """One batch of events: waits up to ``timeout`` seconds (None: until there are some)."""
+        return decode_batch(self.read_records(timeout), self._wall_offset_ns)
 
     def batches(self, timeout: float | None = None) -> Iterator[list[OpenEvent]]:
         """Batches of events; ends after ``timeout`` seconds without one (None: never)."""
@@ -300,11 +309,14 @@ class Tracer:
         for batch in self.batches(timeout):
             yield from batch
 
+    def drain_records(self) -> Iterator[RecordBatch]:
+        """Batches of undecoded records (see read_records) until the ring is empty."""
+        return self._ring_or_raise().drain()
+
     def drain(self) -> list[OpenEvent]:
         """Everything in the ring now, without waiting."""
-        ring = self._ring_or_raise()
         events: list[OpenEvent] = []
-        for batch in ring.drain():
+        for batch in self.drain_records():
             events.extend(decode_batch(batch, self._wall_offset_ns))
         return events
 

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 
 from ..flags import parse_open_flag
-from ..loader import BPFError, LoadError
+from ..loader import BPFError, LoadError, RecordBatch
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
 from ..tracer import Stats, Tracer
 from .render import JsonRenderer, TableRenderer
@@ -240,7 +240,7 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
                 return EXIT_NOT_PERMITTED
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
-        output = _Output(renderer)
+        output = _Output(renderer, tracer.wall_offset_ns)
         status = EXIT_OK
         try:
             _stream(tracer, output, duration, stop)
@@ -261,26 +261,30 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
 
 
 class _Output:
-    """Rendered events to stdout, one write per batch, counted."""
+    """Rendered batches to stdout as UTF-8, one write per chunk (a batch is one or a
+    few), counted."""
 
-    def __init__(self, renderer: TableRenderer | JsonRenderer) -> None:
+    def __init__(self, renderer: TableRenderer | JsonRenderer, wall_offset_ns: int) -> None:
         self.renderer = renderer
+        self.wall_offset_ns = wall_offset_ns
         self.shown = 0
+        self._stdout = sys.stdout.buffer
 
-    def write(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+    def write_header(self) -> None:
+        self._stdout.write(self.renderer.header().encode("utf-8"))
+        self._stdout.flush()
 
-    def show(self, events: list) -> None:
-        if events:
-            self.write(self.renderer.lines(events))
-            self.shown += len(events)
+    def show(self, batch: RecordBatch) -> None:
+        for chunk in self.renderer.render_batch(batch, self.wall_offset_ns):
+            self._stdout.write(chunk)
+        self._stdout.flush()
+        self.shown += len(batch)
 
 
 def _stream(tracer: Tracer, output: _Output, duration: float | None,
             stop: _StopSignals) -> None:
     """Render events until stopped; then detach and render what is left in the ring."""
-    output.write(output.renderer.header())
+    output.write_header()
     # on stderr, so scripts and harnesses know when opens are being seen
     print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
           "Ctrl-C to stop", file=sys.stderr, flush=True)
@@ -293,7 +297,9 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
                 break
-        output.show(tracer.read(timeout))
+        batch = tracer.read_records(timeout)
+        if batch:
+            output.show(batch)
         now = time.monotonic()
         if now - last_check >= 1.0:
             current = tracer.stats()
@@ -301,7 +307,8 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
             checked, last_check = current, now
     # stopped: no new opens, but every one already traced is shown
     tracer.detach()
-    output.show(tracer.drain())
+    for batch in tracer.drain_records():
+        output.show(batch)
 
 
 app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,

@@ -1,5 +1,11 @@
 """Turning events into text: the table and JSON lines. Pure functions of events.
 
+Two ways, one output: ``lines(events)`` formats decoded OpenEvents in Python
+(the reference, and what the library's users call); ``render_batch(batch)``
+formats a raw ring-buffer batch in C (csrc/render.c, the CLI's hot path) and
+hands back to ``lines`` only the records C leaves alone (non-ASCII bytes, paths
+to normalise). The tests hold the two to the same bytes.
+
 Escaping rule (table): bytes 0x20-0x7e print as themselves, except the
 backslash, which prints as ``\\\\``. ``\\n``, ``\\r`` and ``\\t`` print as those two
 characters; every other control byte and every byte that is not valid UTF-8
@@ -18,11 +24,18 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-from collections.abc import Callable, Hashable
+import errno as _errno
+from collections.abc import Callable, Hashable, Iterator
 from json.encoder import encode_basestring_ascii as _json_string
 from operator import attrgetter
 
-from ..events import OpenEvent
+from echo_open._render import ffi as _ffi
+from echo_open._render import lib as _c
+
+from ..events import SYSCALL_NAMES, OpenEvent, decode_batch
+from ..flags import flags_text_table
+from ..layout import EVENT_SIZE
+from ..loader import RecordBatch
 
 # bytes that print as themselves; deleting them from a path leaves nothing when it is
 # safe (bytes.translate scans ~3x faster than a regular expression)
@@ -115,7 +128,90 @@ class _Memo:
         return text
 
 
-class TableRenderer:
+_OUT_BYTES = 4 << 20
+
+
+def _set_name(field, name: str) -> None:
+    raw = name.encode("ascii")
+    if len(raw) >= _c.EOR_NAME_LEN:
+        raise ValueError(f"name too long for the C formatter: {name}")
+    field[0:len(raw)] = raw
+
+
+class _BatchRenderer:
+    """``render_batch``: a raw batch to text through csrc/render.c."""
+
+    _options = None
+
+    def lines(self, events: list[OpenEvent]) -> str:
+        raise NotImplementedError
+
+    def _configure(self, options) -> None:
+        """Set the options that belong to this kind of output."""
+        raise NotImplementedError
+
+    def _c_options(self):
+        if self._options is None:
+            options = _ffi.new("struct eor_options *")
+            access, flags = flags_text_table()
+            for mode, name in enumerate(access):
+                _set_name(options.access_names[mode], name)
+            for i, (name, value) in enumerate(flags):
+                _set_name(options.flag_names[i].name, name)
+                options.flag_names[i].value = value
+            options.n_flag_names = len(flags)
+            for number, name in _errno.errorcode.items():
+                if number < _c.EOR_ERRNO_NAMES:
+                    _set_name(options.errno_names[number], name)
+            for number, name in SYSCALL_NAMES.items():
+                _set_name(options.syscall_names[number], name)
+            options.clock_second = -1
+            self._configure(options)
+            self._options = options
+            self._out = _ffi.new("char[]", _OUT_BYTES)
+            self._cursor = _ffi.new("struct eor_cursor *")
+        return self._options
+
+    def render_batch(self, batch: RecordBatch, wall_offset_ns: int = 0) -> Iterator[memoryview]:
+        """The batch's text as UTF-8, in chunks; each is valid until the next is asked for."""
+        count = len(batch)
+        if not count:
+            return
+        if batch.head_size != EVENT_SIZE:
+            raise ValueError(f"batch heads are {batch.head_size} bytes, events {EVENT_SIZE}")
+        options = self._c_options()
+        options.wall_offset_ns = wall_offset_ns
+        out, cursor = self._out, self._cursor
+        cursor.record = cursor.tail_offset = cursor.out_len = 0
+        heads = _ffi.from_buffer("char[]", batch.heads)
+        tails = _ffi.from_buffer("char[]", batch.tails)
+        sizes = _ffi.from_buffer("uint32_t[]", batch.tail_sizes)
+        events = None
+        while True:
+            stop = _c.eor_render(options, heads, EVENT_SIZE, tails, sizes, count, cursor,
+                                 out, _OUT_BYTES)
+            if stop == _c.EOR_DONE:
+                break
+            if stop == _c.EOR_SLOW:
+                # one record for the reference renderer; the rest go on in C
+                if events is None:
+                    events = decode_batch(batch, wall_offset_ns)
+                line = self.lines([events[cursor.record]]).encode("utf-8")
+                if _OUT_BYTES - cursor.out_len < len(line):
+                    yield memoryview(_ffi.buffer(out, cursor.out_len))
+                    cursor.out_len = 0
+                _ffi.memmove(out + cursor.out_len, line, len(line))
+                cursor.out_len += len(line)
+                cursor.tail_offset += batch.tail_sizes[cursor.record]
+                cursor.record += 1
+            else:  # EOR_FULL
+                yield memoryview(_ffi.buffer(out, cursor.out_len))
+                cursor.out_len = 0
+        if cursor.out_len:
+            yield memoryview(_ffi.buffer(out, cursor.out_len))
+
+
+class TableRenderer(_BatchRenderer):
     """opensnoop-style columns; the path (or paths) last."""
 
     def __init__(self, *, timestamp: bool = False, uid: bool = False, extended: bool = False,
@@ -149,6 +245,13 @@ class TableRenderer:
         else:
             cols.append("PATH")
         return "".join(cols) + "\n"
+
+    def _configure(self, options) -> None:
+        options.timestamp = self.timestamp
+        options.uid = self.uid
+        options.extended = self.extended
+        options.resolved = self.resolved
+        options.own_mntns = self.own_mntns
 
     def _columns_text(self, e: OpenEvent) -> str:
         uid = f"{e.uid:<7} " if self.uid else ""
@@ -236,7 +339,7 @@ def _json_middle(e: OpenEvent) -> str:
             f'"resolved_mntns":{e.resolved_mntns},')
 
 
-class JsonRenderer:
+class JsonRenderer(_BatchRenderer):
     """One JSON object per line. Strings are ASCII-only JSON; a path, resolved path or
     comm that is not valid UTF-8 also comes as base64 of its exact bytes (``*_b64``)."""
 
@@ -249,6 +352,9 @@ class JsonRenderer:
 
     def header(self) -> str:
         return ""
+
+    def _configure(self, options) -> None:
+        options.json = 1
 
     def lines(self, events: list[OpenEvent]) -> str:
         clock, middle = self._clock, self._middle

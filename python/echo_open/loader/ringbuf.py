@@ -8,6 +8,7 @@ full. Python then sees one batch per call, never one call per record.
 from __future__ import annotations
 
 import errno
+from array import array
 from collections.abc import Iterator, Sequence
 
 from ._binding import ffi, lib
@@ -21,12 +22,13 @@ class RecordBatch:
 
     Each record's first ``head_size`` bytes are in ``heads`` at a fixed stride
     (zero-padded if the record was shorter); the rest, its tail, is in
-    ``tails``, one after the other, ``tail_sizes[i]`` bytes for record i.
+    ``tails``, one after the other, ``tail_sizes[i]`` bytes for record i
+    (an ``array('I')``: C code can take all three buffers as they are).
     """
 
     __slots__ = ("head_size", "heads", "tail_sizes", "tails")
 
-    def __init__(self, head_size: int, heads: bytes, tails: bytes, tail_sizes: list[int]) -> None:
+    def __init__(self, head_size: int, heads: bytes, tails: bytes, tail_sizes: array) -> None:
         self.head_size = head_size
         self.heads = heads
         self.tails = tails
@@ -145,10 +147,11 @@ class RingBuffer(Owned):
         batch = self._batch
         count = batch.count
         if not count:
-            return RecordBatch(self.head_size, b"", b"", [])
+            return RecordBatch(self.head_size, b"", b"", array("I"))
         heads = ffi.buffer(self._heads, count * self.head_size)[:]
         tails = ffi.buffer(self._tails, batch.tail_used)[:]
-        sizes = ffi.unpack(self._tail_sizes, count)
+        sizes = array("I")
+        sizes.frombytes(ffi.buffer(self._tail_sizes, count * sizes.itemsize))
         batch.count = 0
         batch.tail_used = 0
         return RecordBatch(self.head_size, heads, tails, sizes)

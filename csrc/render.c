@@ -1,0 +1,534 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * Table rows and JSON lines for a batch of eo_event records (see render.h).
+ * Every rule here mirrors python/echo_open/cli/render.py, the reference.
+ */
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <linux/types.h>
+
+#include "echo_open.h"
+#include "render.h"
+
+#define ONES 0x0101010101010101ULL
+#define HIGHS 0x8080808080808080ULL
+
+/* Some byte of w is below n (n <= 128). */
+static inline uint64_t has_less(uint64_t w, uint64_t n)
+{
+	return (w - ONES * n) & ~w & HIGHS;
+}
+
+static inline uint64_t has_byte(uint64_t w, uint8_t b)
+{
+	return has_less(w ^ (ONES * b), 1);
+}
+
+/*
+ * Length of the leading run of bytes that print as themselves: 0x20-0x7e
+ * except the backslash and, for JSON, the double quote. Eight at a time.
+ */
+static size_t plain_run(const unsigned char *s, size_t n, int json)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, s + i, 8);
+		if (has_less(w, 0x20) | (w & HIGHS) | has_byte(w, 0x7f) | has_byte(w, '\\') |
+		    (json ? has_byte(w, '"') : 0))
+			break;
+	}
+	for (; i < n; i++) {
+		unsigned char c = s[i];
+
+		if (c < 0x20 || c >= 0x7f || c == '\\' || (json && c == '"'))
+			break;
+	}
+	return i;
+}
+
+static int has_high_byte(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		uint64_t w;
+
+		memcpy(&w, s + i, 8);
+		if (w & HIGHS)
+			return 1;
+	}
+	for (; i < n; i++)
+		if (s[i] & 0x80)
+			return 1;
+	return 0;
+}
+
+static const char HEX[] = "0123456789abcdef";
+
+static char *put(char *p, const char *s, size_t n)
+{
+	memcpy(p, s, n);
+	return p + n;
+}
+
+#define PUT_LITERAL(p, s) put((p), (s), sizeof(s) - 1)
+
+static char *put_str(char *p, const char *s)
+{
+	return put(p, s, strlen(s));
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+	char digits[20];
+	int n = 0;
+
+	do {
+		digits[n++] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	while (n)
+		*p++ = digits[--n];
+	return p;
+}
+
+static char *put_i64(char *p, int64_t v)
+{
+	if (v < 0) {
+		*p++ = '-';
+		return put_u64(p, (uint64_t)0 - (uint64_t)v);
+	}
+	return put_u64(p, (uint64_t)v);
+}
+
+static char *put_octal(char *p, uint64_t v, int min_digits)
+{
+	char digits[24];
+	int n = 0;
+
+	do {
+		digits[n++] = (char)('0' + (v & 7));
+		v >>= 3;
+	} while (v);
+	while (n < min_digits)
+		digits[n++] = '0';
+	while (n)
+		*p++ = digits[--n];
+	return p;
+}
+
+/* Python's f"{text:<width}": pad on the right, never cut. */
+static char *pad_from(char *start, char *p, size_t width)
+{
+	while ((size_t)(p - start) < width)
+		*p++ = ' ';
+	return p;
+}
+
+/* The table's escaping of ASCII (render.escape): \\, \n, \r, \t, else \xNN. */
+static char *put_escaped(char *p, const unsigned char *s, size_t n)
+{
+	while (n) {
+		size_t run = plain_run(s, n, 0);
+
+		p = put(p, (const char *)s, run);
+		s += run;
+		n -= run;
+		if (!n)
+			break;
+		switch (*s) {
+		case '\\': p = PUT_LITERAL(p, "\\\\"); break;
+		case '\n': p = PUT_LITERAL(p, "\\n"); break;
+		case '\r': p = PUT_LITERAL(p, "\\r"); break;
+		case '\t': p = PUT_LITERAL(p, "\\t"); break;
+		default:
+			*p++ = '\\';
+			*p++ = 'x';
+			*p++ = HEX[*s >> 4];
+			*p++ = HEX[*s & 15];
+		}
+		s++;
+		n--;
+	}
+	return p;
+}
+
+/* A JSON string of ASCII as json.encoder.encode_basestring_ascii writes it. */
+static char *put_json_string(char *p, const unsigned char *s, size_t n)
+{
+	*p++ = '"';
+	while (n) {
+		size_t run = plain_run(s, n, 1);
+
+		p = put(p, (const char *)s, run);
+		s += run;
+		n -= run;
+		if (!n)
+			break;
+		switch (*s) {
+		case '\\': p = PUT_LITERAL(p, "\\\\"); break;
+		case '"': p = PUT_LITERAL(p, "\\\""); break;
+		case '\n': p = PUT_LITERAL(p, "\\n"); break;
+		case '\r': p = PUT_LITERAL(p, "\\r"); break;
+		case '\t': p = PUT_LITERAL(p, "\\t"); break;
+		case '\b': p = PUT_LITERAL(p, "\\b"); break;
+		case '\f': p = PUT_LITERAL(p, "\\f"); break;
+		default:
+			p = PUT_LITERAL(p, "\\u00");
+			*p++ = HEX[*s >> 4];
+			*p++ = HEX[*s & 15];
+		}
+		s++;
+		n--;
+	}
+	*p++ = '"';
+	return p;
+}
+
+/* flags.flags_text: the access mode, then known flags in print order, then octal. */
+static char *put_flags_text(char *p, const struct eor_options *opt, uint64_t flags)
+{
+	uint64_t rest = flags & ~(uint64_t)3;
+
+	p = put_str(p, opt->access_names[flags & 3]);
+	for (uint32_t i = 0; i < opt->n_flag_names && i < EOR_MAX_FLAG_NAMES; i++) {
+		uint64_t value = opt->flag_names[i].value;
+
+		if (value && (rest & value) == value) {
+			*p++ = '|';
+			p = put_str(p, opt->flag_names[i].name);
+			rest &= ~value;
+		}
+	}
+	if (rest) {
+		p = PUT_LITERAL(p, "|0o");
+		p = put_octal(p, rest, 1);
+	}
+	return p;
+}
+
+static char *put_error_name(char *p, const struct eor_options *opt, int64_t number)
+{
+	if (number >= 0 && number < EOR_ERRNO_NAMES && opt->errno_names[number][0])
+		return put_str(p, opt->errno_names[number]);
+	*p++ = 'E';
+	return put_i64(p, number);
+}
+
+static char *put_syscall(char *p, const struct eor_options *opt, unsigned id)
+{
+	if (id < EOR_SYSCALL_NAMES && opt->syscall_names[id][0])
+		return put_str(p, opt->syscall_names[id]);
+	return put_u64(p, id);
+}
+
+/* "HH:MM:SS.uuuuuu" (local) or "YYYY-MM-DDTHH:MM:SS.uuuuuu" (UTC, JSON). */
+static char *put_clock(char *p, struct eor_options *opt, int64_t wall_ns)
+{
+	int64_t second = wall_ns / 1000000000;
+	int64_t micros = (wall_ns % 1000000000) / 1000;
+
+	if (second != opt->clock_second) {
+		time_t t = (time_t)second;
+		struct tm tm;
+		size_t n;
+
+		if (opt->json)
+			n = strftime(opt->clock_text, sizeof(opt->clock_text), "%Y-%m-%dT%H:%M:%S",
+				     gmtime_r(&t, &tm));
+		else
+			n = strftime(opt->clock_text, sizeof(opt->clock_text), "%H:%M:%S",
+				     localtime_r(&t, &tm));
+		opt->clock_len = (uint32_t)n;
+		opt->clock_second = second;
+	}
+	p = put(p, opt->clock_text, opt->clock_len);
+	*p++ = '.';
+	for (int64_t div = 100000; div; div /= 10)
+		*p++ = (char)('0' + (micros / div) % 10);
+	return p;
+}
+
+/* events._normalize would change this absolute path: Python does that one. */
+static int needs_normalizing(const unsigned char *s, size_t n)
+{
+	if (n > 1 && s[n - 1] == '/')
+		return 1;
+	for (size_t i = 0; i + 1 < n; i++)
+		if (s[i] == '/' && (s[i + 1] == '.' || s[i + 1] == '/'))
+			return 1;
+	return 0;
+}
+
+struct record {
+	struct eo_event ev;
+	const unsigned char *comm;
+	size_t comm_len;
+	const unsigned char *path;
+	size_t path_len;
+	const unsigned char *resolved;  /* NULL: nothing resolved */
+	size_t resolved_len;
+	int64_t wall_ns;
+};
+
+/* OpenEvent.resolved_bytes, or 0 when only Python's normalisation can say. */
+static int find_resolved(struct record *r, const unsigned char *raw, size_t raw_len)
+{
+	const struct eo_event *ev = &r->ev;
+
+	r->resolved = NULL;
+	r->resolved_len = 0;
+	if (ev->resolved_how == EO_RESOLVED_FILE) {
+		r->resolved = raw;
+		r->resolved_len = raw_len;
+	} else if (ev->resolved_how == EO_RESOLVED_JOINED) {
+		if (!(ev->status & EO_ST_RESOLVED_TRUNCATED) && needs_normalizing(raw, raw_len))
+			return 0;
+		r->resolved = raw;
+		r->resolved_len = raw_len;
+	} else if (r->path_len && r->path[0] == '/' &&
+		   !(ev->status & (EO_ST_PATH_TRUNCATED | EO_ST_PATH_FAULT))) {
+		if (needs_normalizing(r->path, r->path_len))
+			return 0;
+		r->resolved = r->path;
+		r->resolved_len = r->path_len;
+	}
+	return 1;
+}
+
+/* render.resolved_marks */
+static char *put_marks(char *p, const struct eor_options *opt, const struct eo_event *ev)
+{
+	if (ev->status & EO_ST_RESOLVED_ANON) {
+		p = PUT_LITERAL(p, "(anon)");
+	} else if (ev->resolved_mntns && opt->own_mntns && ev->resolved_mntns != opt->own_mntns) {
+		p = PUT_LITERAL(p, "(mnt:");
+		p = put_u64(p, ev->resolved_mntns);
+		*p++ = ')';
+	}
+	if ((ev->status & EO_ST_RESOLVED_DELETED) && !(ev->status & EO_ST_RESOLVED_ANON))
+		p = PUT_LITERAL(p, "(deleted)");
+	if (ev->status & EO_ST_RESOLVED_TRUNCATED)
+		p = PUT_LITERAL(p, "...");
+	return p;
+}
+
+static char *put_table_row(char *p, struct eor_options *opt, const struct record *r)
+{
+	const struct eo_event *ev = &r->ev;
+	char *start;
+
+	if (opt->timestamp) {
+		start = p;
+		p = put_clock(p, opt, r->wall_ns);
+		p = pad_from(start, p, 15);
+		*p++ = ' ';
+	}
+	if (opt->uid) {
+		start = p;
+		p = put_u64(p, ev->uid);
+		p = pad_from(start, p, 7);
+		*p++ = ' ';
+	}
+	start = p;
+	p = put_u64(p, ev->pid);
+	p = pad_from(start, p, 7);
+	*p++ = ' ';
+	start = p;
+	p = put_u64(p, ev->tid);
+	p = pad_from(start, p, 7);
+	*p++ = ' ';
+	start = p;
+	p = put_escaped(p, r->comm, r->comm_len);
+	p = pad_from(start, p, 16);
+	*p++ = ' ';
+	if (ev->ret < 0) {
+		p = PUT_LITERAL(p, " -1 ");
+		start = p;
+		p = put_error_name(p, opt, -ev->ret);
+		p = pad_from(start, p, 7);
+		*p++ = ' ';
+	} else {
+		char number[24];
+		char *end = (ev->status & EO_ST_FIXED_FILE) ? PUT_LITERAL(number, "-")
+							    : put_i64(number, ev->ret);
+		size_t len = (size_t)(end - number);
+
+		for (size_t blank = len; blank < 3; blank++)  /* f"{fd:>3}" */
+			*p++ = ' ';
+		p = put(p, number, len);
+		p = PUT_LITERAL(p, "         ");  /* " " + 7 blanks + " " */
+	}
+	if (opt->extended) {
+		start = p;
+		p = put_syscall(p, opt, ev->syscall);
+		p = pad_from(start, p, 8);
+		*p++ = ' ';
+		start = p;
+		p = put_flags_text(p, opt, ev->flags);
+		p = pad_from(start, p, 24);
+		*p++ = ' ';
+		p = put_octal(p, ev->mode, 6);
+		*p++ = ' ';
+	}
+	if (!opt->resolved || opt->extended)
+		p = put_escaped(p, r->path, r->path_len);
+	if (opt->resolved) {
+		if (opt->extended)
+			p = PUT_LITERAL(p, " -> ");
+		if (r->resolved) {
+			p = put_marks(p, opt, ev);
+			p = put_escaped(p, r->resolved, r->resolved_len);
+		} else {
+			*p++ = '?';
+		}
+	}
+	*p++ = '\n';
+	return p;
+}
+
+static char *put_bool(char *p, int value)
+{
+	return value ? PUT_LITERAL(p, "true") : PUT_LITERAL(p, "false");
+}
+
+#define KEY(p, k) PUT_LITERAL((p), "\"" k "\":")
+
+static char *put_json_line(char *p, struct eor_options *opt, const struct record *r)
+{
+	const struct eo_event *ev = &r->ev;
+	int failed = ev->ret < 0;
+	int fixed = !!(ev->status & EO_ST_FIXED_FILE);
+
+	p = PUT_LITERAL(p, "{\"ts_ns\":");
+	p = put_u64(p, ev->ts_ns);
+	p = PUT_LITERAL(p, ",\"time\":\"");
+	p = put_clock(p, opt, r->wall_ns);
+	p = PUT_LITERAL(p, "Z\",\"latency_ns\":");
+	p = put_u64(p, ev->latency_ns);
+	p = PUT_LITERAL(p, ",\"pid\":");
+	p = put_u64(p, ev->pid);
+	p = PUT_LITERAL(p, ",\"tid\":");
+	p = put_u64(p, ev->tid);
+	p = PUT_LITERAL(p, ",\"ppid\":");
+	p = put_u64(p, ev->ppid);
+	p = PUT_LITERAL(p, ",\"uid\":");
+	p = put_u64(p, ev->uid);
+	p = PUT_LITERAL(p, ",\"gid\":");
+	p = put_u64(p, ev->gid);
+	p = PUT_LITERAL(p, ",\"mntns\":");
+	p = put_u64(p, ev->mntns);
+	p = PUT_LITERAL(p, ",\"comm\":");
+	p = put_json_string(p, r->comm, r->comm_len);
+	p = PUT_LITERAL(p, ",\"comm_b64\":null,\"syscall\":\"");
+	p = put_syscall(p, opt, ev->syscall);
+	p = PUT_LITERAL(p, "\",\"dfd\":");
+	p = put_i64(p, ev->dfd);
+	p = PUT_LITERAL(p, ",\"flags\":");
+	p = put_u64(p, ev->flags);
+	p = PUT_LITERAL(p, ",\"flags_text\":\"");
+	p = put_flags_text(p, opt, ev->flags);
+	p = PUT_LITERAL(p, "\",\"mode\":");
+	p = put_u64(p, ev->mode);
+	p = PUT_LITERAL(p, ",\"resolve\":");
+	p = put_u64(p, ev->resolve);
+	p = PUT_LITERAL(p, ",\"ret\":");
+	p = put_i64(p, ev->ret);
+	p = PUT_LITERAL(p, ",\"fd\":");
+	p = (failed || fixed) ? PUT_LITERAL(p, "null") : put_i64(p, ev->ret);
+	p = PUT_LITERAL(p, ",\"errno\":");
+	p = failed ? put_i64(p, -ev->ret) : PUT_LITERAL(p, "null");
+	p = PUT_LITERAL(p, ",\"error\":");
+	if (failed) {
+		*p++ = '"';
+		p = put_error_name(p, opt, -ev->ret);
+		*p++ = '"';
+	} else {
+		p = PUT_LITERAL(p, "null");
+	}
+	p = PUT_LITERAL(p, ",\"truncated\":");
+	p = put_bool(p, ev->status & EO_ST_PATH_TRUNCATED);
+	p = PUT_LITERAL(p, ",\"resolved_truncated\":");
+	p = put_bool(p, ev->status & EO_ST_RESOLVED_TRUNCATED);
+	p = PUT_LITERAL(p, ",\"resolved_canonical\":");
+	p = put_bool(p, ev->resolved_how == EO_RESOLVED_FILE);
+	p = PUT_LITERAL(p, ",\"resolved_deleted\":");
+	p = put_bool(p, ev->status & EO_ST_RESOLVED_DELETED);
+	p = PUT_LITERAL(p, ",\"resolved_anonymous\":");
+	p = put_bool(p, ev->status & EO_ST_RESOLVED_ANON);
+	p = PUT_LITERAL(p, ",\"resolved_mntns\":");
+	p = put_u64(p, ev->resolved_mntns);
+	p = PUT_LITERAL(p, ",\"path\":");
+	p = put_json_string(p, r->path, r->path_len);
+	p = PUT_LITERAL(p, ",\"path_b64\":null,\"resolved\":");
+	if (r->resolved)
+		p = put_json_string(p, r->resolved, r->resolved_len);
+	else
+		p = PUT_LITERAL(p, "null");
+	p = PUT_LITERAL(p, ",\"resolved_b64\":null}\n");
+	return p;
+}
+
+uint64_t eor_max_line(uint64_t tail_size)
+{
+	/* every shown byte can grow to 6 (\u00NN); the fixed part is far below 2048
+	 * (flag names: at most EOR_MAX_FLAG_NAMES of EOR_NAME_LEN) */
+	return 2048 + EOR_MAX_FLAG_NAMES * EOR_NAME_LEN + 6 * (EO_COMM_LEN + 2 * tail_size);
+}
+
+int eor_render(struct eor_options *opt, const char *heads, uint64_t head_size,
+	       const char *tails, const uint32_t *tail_sizes, uint64_t count,
+	       struct eor_cursor *cursor, char *out, uint64_t out_cap)
+{
+	while (cursor->record < count) {
+		uint64_t i = cursor->record;
+		uint64_t tail_size = tail_sizes[i];
+		const unsigned char *tail = (const unsigned char *)tails + cursor->tail_offset;
+		struct record r;
+		const char *nul;
+		size_t path_len;
+		int shows_resolved;
+
+		if (out_cap - cursor->out_len < eor_max_line(tail_size))
+			return EOR_FULL;
+		memset(&r, 0, sizeof(r));
+		memcpy(&r.ev, heads + i * head_size,
+		       head_size < sizeof(r.ev) ? head_size : sizeof(r.ev));
+		nul = memchr(r.ev.comm, 0, EO_COMM_LEN);
+		/* point into the batch, not the copy on this stack */
+		r.comm = (const unsigned char *)heads + i * head_size +
+			 __builtin_offsetof(struct eo_event, comm);
+		r.comm_len = nul ? (size_t)(nul - r.ev.comm) : EO_COMM_LEN;
+		path_len = r.ev.path_len < tail_size ? r.ev.path_len : tail_size;
+		r.path = tail;
+		r.path_len = path_len;
+		r.wall_ns = (int64_t)r.ev.ts_ns + opt->wall_offset_ns;
+
+		shows_resolved = opt->json || opt->resolved;
+		if (has_high_byte(r.comm, r.comm_len) || has_high_byte(r.path, r.path_len))
+			return EOR_SLOW;
+		if (shows_resolved) {
+			const unsigned char *raw = tail + path_len;
+			size_t raw_len = tail_size - path_len;
+
+			if (!find_resolved(&r, raw, raw_len))
+				return EOR_SLOW;
+			if (r.resolved && r.resolved != r.path &&
+			    has_high_byte(r.resolved, r.resolved_len))
+				return EOR_SLOW;
+		}
+
+		char *p = out + cursor->out_len;
+		char *end = opt->json ? put_json_line(p, opt, &r) : put_table_row(p, opt, &r);
+
+		cursor->out_len += (uint64_t)(end - p);
+		cursor->tail_offset += tail_size;
+		cursor->record++;
+	}
+	return EOR_DONE;
+}

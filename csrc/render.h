@@ -1,0 +1,71 @@
+/* SPDX-License-Identifier: BSD-2-Clause */
+/*
+ * The CLI's fast path: a whole ring-buffer batch of struct eo_event records
+ * formatted as table rows or JSON lines in one C call, straight from the
+ * batch buffers (no Python object per event).
+ *
+ * It renders exactly what python/echo_open/cli/render.py renders; that module
+ * stays the reference (tests compare the two byte for byte). Records the C
+ * side does not handle (a byte >= 0x80 anywhere shown, which needs UTF-8 and
+ * Unicode printability rules, or a resolved path that needs lexical
+ * normalisation) are handed back to Python one at a time.
+ *
+ * Kept to what cffi's cdef parser accepts (build.py reads it for the cdef).
+ */
+#ifndef ECHO_OPEN_RENDER_H
+#define ECHO_OPEN_RENDER_H
+
+#define EOR_NAME_LEN 24        /* one flag, errno or syscall name, NUL included */
+#define EOR_MAX_FLAG_NAMES 32
+#define EOR_ERRNO_NAMES 256    /* errnos named by table; others print as E<n> */
+#define EOR_SYSCALL_NAMES 8
+
+/* How rendering stopped (eor_render's return value). */
+enum eor_stop {
+	EOR_DONE = 0,       /* every record rendered */
+	EOR_SLOW = 1,       /* cursor.record needs the Python renderer */
+	EOR_FULL = 2,       /* the output buffer has no room for cursor.record */
+};
+
+struct eor_flag_name {
+	uint64_t value;
+	char name[EOR_NAME_LEN];
+};
+
+/* Filled in by Python once per renderer; names come from flags.py and events.py. */
+struct eor_options {
+	int64_t wall_offset_ns;   /* CLOCK_MONOTONIC -> wall clock */
+	uint32_t own_mntns;       /* resolved paths from another namespace get a mark */
+	uint8_t json;
+	uint8_t timestamp;        /* table: TIME column (local time) */
+	uint8_t uid;              /* table: UID column */
+	uint8_t extended;         /* table: SYSCALL FLAGS MODE, and PATH -> RESOLVED */
+	uint8_t resolved;         /* table: the resolved path */
+	uint8_t pad[3];
+	uint32_t n_flag_names;
+	char access_names[4][EOR_NAME_LEN];       /* flags & O_ACCMODE */
+	struct eor_flag_name flag_names[EOR_MAX_FLAG_NAMES]; /* in print order */
+	char errno_names[EOR_ERRNO_NAMES][EOR_NAME_LEN];
+	char syscall_names[EOR_SYSCALL_NAMES][EOR_NAME_LEN];
+	/* the date part of the time, cached per second */
+	int64_t clock_second;
+	uint32_t clock_len;
+	char clock_text[40];
+};
+
+/* Where rendering is in a batch; eor_render moves it forward. */
+struct eor_cursor {
+	uint64_t record;        /* next record */
+	uint64_t tail_offset;   /* where its tail starts in the tails buffer */
+	uint64_t out_len;       /* bytes written to the output buffer */
+};
+
+/* Render records cursor.record..count; returns an enum eor_stop. */
+int eor_render(struct eor_options *opt, const char *heads, uint64_t head_size,
+	       const char *tails, const uint32_t *tail_sizes, uint64_t count,
+	       struct eor_cursor *cursor, char *out, uint64_t out_cap);
+
+/* The most bytes one record can take in the output. */
+uint64_t eor_max_line(uint64_t tail_size);
+
+#endif /* ECHO_OPEN_RENDER_H */
