@@ -8,6 +8,7 @@ full. Python then sees one batch per call, never one call per record.
 from __future__ import annotations
 
 import errno
+import select
 from array import array
 from collections.abc import Iterator, Sequence
 
@@ -50,10 +51,17 @@ class RecordBatch:
 class RingBuffer(Owned):
     """A consumer of one or more BPF_MAP_TYPE_RINGBUF maps.
 
-    ``poll(timeout)`` waits up to ``timeout`` seconds for records and returns a
+    ``poll(timeout)`` waits up to ``timeout`` seconds for a wake-up and returns a
     batch (possibly empty); ``consume()`` takes what is there without waiting;
-    ``fileno()`` is an epoll fd for event loops. A producer that writes with
+    ``fileno()`` is an epoll fd for event loops, readable after a wake-up until
+    the next ``poll`` or ``consume``. A producer that writes with
     BPF_RB_NO_WAKEUP is picked up by ``poll`` when its timeout expires.
+
+    The wait is edge-triggered: libbpf's own epoll (level-triggered) reports a
+    ring ready whenever it holds any data, so under a steady stream every poll
+    returned at once with a record or two, and the per-batch cost was paid per
+    record. Here poll sleeps until the producer wakes it (or the timeout), and
+    returns at once only while a full batch left more behind.
     """
 
     def __init__(self, maps: Map | Sequence[Map], *, head_size: int, max_tail: int,
@@ -85,6 +93,10 @@ class RingBuffer(Owned):
         batch.max_tail = max_tail
         self._batch = batch
         self._maps = maps  # the maps' object must outlive the ring
+        self._more = False  # the last consume stopped at a full batch
+        self._epoll = select.epoll()
+        for bpf_map in maps:
+            self._epoll.register(bpf_map.fd, select.EPOLLIN | select.EPOLLET)
         ptr = lib.ring_buffer__new(maps[0].fd, lib.ldr_batch_collect, batch, ffi.NULL)
         if ptr == ffi.NULL:
             raise BPFError(ffi.errno, f"ring_buffer__new({maps[0].name})")
@@ -103,7 +115,8 @@ class RingBuffer(Owned):
         return self._batch.oversized
 
     def fileno(self) -> int:
-        return lib.ring_buffer__epoll_fd(self._handle())
+        self._handle()
+        return self._epoll.fileno()
 
     def _handle(self):
         if self._ptr is None:
@@ -115,18 +128,25 @@ class RingBuffer(Owned):
         ptr = self._handle()
         if self._batch.count:
             return self._take()
-        timeout_ms = -1 if timeout is None else max(0, int(timeout * 1000))
-        ret = lib.ring_buffer__poll(ptr, timeout_ms)
-        if ret == 0 or ret == -errno.EINTR:
-            # epoll reports a ring only after a wake-up: records written
-            # without one are taken here
-            ret = lib.ring_buffer__consume(ptr)
-        self._check(ret, "ring_buffer__poll")
-        return self._take()
+        if self._more:
+            self._epoll.poll(0)  # no waiting: records are there; just clear an edge
+        else:
+            # a signal whose handler returns does not end the wait early (PEP 475)
+            self._epoll.poll(-1 if timeout is None else max(0.0, timeout))
+        # records written without a wake-up are taken here too
+        return self._consume(ptr)
 
     def consume(self) -> RecordBatch:
         """Drain one batch of what is there now, without waiting."""
-        self._check(lib.ring_buffer__consume(self._handle()), "ring_buffer__consume")
+        ptr = self._handle()
+        self._epoll.poll(0)  # fileno() turns readable again only for new wake-ups
+        return self._consume(ptr)
+
+    def _consume(self, ptr) -> RecordBatch:
+        ret = lib.ring_buffer__consume(ptr)
+        self._check(ret, "ring_buffer__consume")
+        # -ENOSPC: our callback ended libbpf's loop with records still in the ring
+        self._more = ret == -errno.ENOSPC
         return self._take()
 
     def drain(self) -> Iterator[RecordBatch]:
@@ -158,6 +178,7 @@ class RingBuffer(Owned):
 
     def _free(self) -> None:
         lib.ring_buffer__free(self._ptr)
+        self._epoll.close()
 
     def __enter__(self) -> RingBuffer:
         return self
