@@ -10,8 +10,10 @@ under the ring size), then emptied in this process under a timer:
            (and again with the cyclic GC disabled, to show what it costs)
   read     Tracer.read(0) until empty (copy + decode, as the CLI does it)
   drain    Tracer.drain() (copy + decode in one call)
-  table    TableRenderer().lines(events)
+  table    TableRenderer().lines(events)       (the library's Python renderer)
   json     JsonRenderer().lines(events)
+  table C  TableRenderer().render_batch(batch) (the CLI's path: csrc/render.c)
+  json C   JsonRenderer().render_batch(batch)
 
 The issue's target: >= 1.5M records/s decoded (read/drain).
 """
@@ -52,12 +54,12 @@ def timed(work: Callable[[], object]) -> tuple[float, object]:
     return time.perf_counter() - start, result
 
 
-def copy_then_decode(tracer: Tracer) -> tuple[float, float, float, list[OpenEvent]]:
+def copy_then_decode(tracer: Tracer) -> tuple[float, float, float, list[OpenEvent], list]:
     """The two halves apart: the ring copy, then the Python decode (and again, GC off)."""
     ring = tracer._ring  # the benchmark looks inside on purpose
     assert ring is not None
     copy_s, batches = timed(lambda: list(ring.drain()))
-    offset = tracer._wall_offset_ns
+    offset = tracer.wall_offset_ns
 
     def decode() -> list[OpenEvent]:
         events: list[OpenEvent] = []
@@ -73,7 +75,13 @@ def copy_then_decode(tracer: Tracer) -> tuple[float, float, float, list[OpenEven
         nogc_s, events = timed(decode)
     finally:
         gc.enable()
-    return copy_s, decode_s, nogc_s, events  # type: ignore[return-value]
+    return copy_s, decode_s, nogc_s, events, batches  # type: ignore[return-value]
+
+
+def render_in_c(renderer: TableRenderer | JsonRenderer, batches: list, offset: int) -> int:
+    """Bytes of text for every batch through the C formatter (as the CLI writes it)."""
+    return sum(len(chunk) for batch in batches
+               for chunk in renderer.render_batch(batch, offset))
 
 
 def read_until_empty(tracer: Tracer) -> int:
@@ -93,10 +101,14 @@ def measure_mode(mode: str, ring_mib: int) -> dict[str, object]:
     tracer = Tracer(ring_size=ring_bytes, wakeup_bytes=ring_bytes - (64 << 10))
     with tracer:
         filled = fill_ring(tracer, mode, ring_bytes)
-        copy_s, decode_s, nogc_s, events = copy_then_decode(tracer)
+        copy_s, decode_s, nogc_s, events, batches = copy_then_decode(tracer)
         n = len(events)
         table_s, _ = timed(lambda: TableRenderer().lines(events))
         json_s, _ = timed(lambda: JsonRenderer().lines(events))
+        offset = tracer.wall_offset_ns
+        table_c_s, _ = timed(lambda: render_in_c(TableRenderer(), batches, offset))
+        json_c_s, _ = timed(lambda: render_in_c(JsonRenderer(), batches, offset))
+        batches.clear()
         # hundreds of thousands of live events would make the collector slow what follows
         events.clear()
         gc.collect()
@@ -114,6 +126,7 @@ def measure_mode(mode: str, ring_mib: int) -> dict[str, object]:
         "read_per_s": rate(read_count, read_s),  # type: ignore[arg-type]
         "drain_per_s": rate(len(drained), drain_s),  # type: ignore[arg-type]
         "table_per_s": rate(n, table_s), "json_per_s": rate(n, json_s),
+        "table_c_per_s": rate(n, table_c_s), "json_c_per_s": rate(n, json_c_s),
     }
 
 
@@ -135,7 +148,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"decode {row['decode_per_s']:,.0f}/s (GC off {row['decode_nogc_per_s']:,.0f}/s), "
               f"read() {row['read_per_s']:,.0f}/s, "
               f"drain() {row['drain_per_s']:,.0f}/s; table {row['table_per_s']:,.0f}/s, "
-              f"json {row['json_per_s']:,.0f}/s", file=sys.stderr)
+              f"json {row['json_per_s']:,.0f}/s; in C: table {row['table_c_per_s']:,.0f}/s, "
+              f"json {row['json_c_per_s']:,.0f}/s", file=sys.stderr)
     if args.json:
         print(json.dumps({"runs": runs}))
     return 0
