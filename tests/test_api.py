@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 
 from conftest import Child, collect
 from echo_open import OpenEvent, Tracer
+from echo_open.cli.render import JsonRenderer
+from echo_open.events import decode_batch
 
 
 def _under(tmp_path) -> callable:
@@ -32,6 +35,28 @@ def test_batches_are_lists_per_ring_batch(tmp_path):
     mine = [e for batch in batches for e in batch if _under(tmp_path)(e)]
     assert all(isinstance(batch, list) for batch in batches)
     assert [e.path for e in mine] == [f"{tmp_path}/f{i}" for i in range(100)]
+
+
+def test_raw_batches_render_in_c_as_the_reference_renders_their_events(tmp_path):
+    names = [f"{tmp_path}/raw{i}" for i in range(50)]
+    child = Child(*(f"creat:{name}" for name in names), f"openat:.:{tmp_path}/missing/x")
+    renderer, reference = JsonRenderer(), JsonRenderer()
+    rendered, expected = b"", ""
+    with Tracer(pids=[child.pid], poll_interval=0.05) as tracer:
+        child.go()
+        tracer.detach()
+        for batch in tracer.drain_records():
+            # a chunk is valid until the next one is asked for: copy each
+            for chunk in renderer.render_batch(batch, tracer.wall_offset_ns):
+                rendered += bytes(chunk)
+            expected += reference.lines(decode_batch(batch, tracer.wall_offset_ns))
+    assert rendered == expected.encode()
+    records = [json.loads(line) for line in rendered.splitlines()]
+    mine = [r for r in records if r["path"].startswith(str(tmp_path))]
+    assert [r["path"] for r in mine] == [*names, f"{tmp_path}/missing/x"]
+    assert all(r["pid"] == child.pid and r["syscall"] == "creat" and r["fd"] >= 0
+               and r["resolved"] == r["path"] for r in mine[:-1])
+    assert mine[-1]["error"] == "ENOENT"
 
 
 def test_async_iteration_through_the_rings_fd(tmp_path):

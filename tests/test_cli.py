@@ -301,3 +301,15 @@ def test_capabilities_without_tracefs_access_are_one_line_and_exit_72():
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 72
     assert done.stderr.count("\n") == 1 and "CAP_DAC_READ_SEARCH" in done.stderr
+
+
+def test_interval_warnings_name_losses_and_unreadable_paths_apart(capsys):
+    from echo_open.cli import _warn_drops
+    from echo_open.tracer import Stats
+
+    _warn_drops(Stats(ring_full=7, path_fault=1), Stats(ring_full=2))
+    lost, unreadable = capsys.readouterr().err.splitlines()
+    assert lost.startswith("echo-open: warning: 5 events lost") and "ring full 5" in lost
+    assert unreadable == "echo-open: warning: 1 paths unreadable in the last interval"
+    _warn_drops(Stats(path_fault=3), Stats(path_fault=3))
+    assert capsys.readouterr().err == ""

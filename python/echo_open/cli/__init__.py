@@ -148,10 +148,13 @@ def _print_summary(stats: Stats, shown: int) -> None:
 
 def _warn_drops(stats: Stats, previous: Stats) -> None:
     new = stats - previous
-    if new.dropped or new.path_fault:
+    if new.dropped:
         print(f"echo-open: warning: {new.dropped} events lost in the last interval "
-              f"(ring full {new.ring_full}, args full {new.args_full}), "
-              f"{new.path_fault} paths unreadable; try a larger --ring-size",
+              f"(ring full {new.ring_full}, args full {new.args_full}, internal {new.internal})"
+              "; try a larger --ring-size or a filter", file=sys.stderr, flush=True)
+    if new.path_fault:
+        # shown, but without their path: the opener's memory could not be read
+        print(f"echo-open: warning: {new.path_fault} paths unreadable in the last interval",
               file=sys.stderr, flush=True)
 
 
