@@ -947,4 +947,37 @@ out:
 	return 0;
 }
 
+/* ---- following a process tree (echo-open -- COMMAND) ------------------------ */
+
+/*
+ * A new process (not a thread) whose parent is traced joins filter_pids before
+ * it can run, so none of its opens are missed; it leaves at exit, so a long
+ * build does not fill the map. Loaded only with Tracer(follow_children=True).
+ */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(follow_fork, struct task_struct *parent, struct task_struct *child)
+{
+	__u32 parent_tgid = parent->tgid, child_tgid = child->tgid;
+	__u8 one = 1;
+
+	if (!eo_cfg.follow_forks || child_tgid == parent_tgid ||
+	    !bpf_map_lookup_elem(&filter_pids, &parent_tgid))
+		return 0;
+	if (bpf_map_update_elem(&filter_pids, &child_tgid, &one, BPF_ANY))
+		count(EO_DROP_FOLLOW_FULL);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(follow_exit, struct task_struct *task)
+{
+	__u32 tgid = task->tgid;
+
+	/* only once the last thread is gone (the kernel's group_dead, which is not
+	 * an argument of this tracepoint before 6.x: signal->live has reached 0) */
+	if (eo_cfg.follow_forks && !BPF_CORE_READ(task, signal, live.counter))
+		bpf_map_delete_elem(&filter_pids, &tgid);
+	return 0;
+}
+
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

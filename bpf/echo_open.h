@@ -54,7 +54,8 @@ enum eo_counter {
 	EO_CNT_NO_ENTRY = 5,       /* exits whose entry came before we attached */
 	EO_CNT_WAKEUPS = 6,        /* consumer wake-ups forced */
 	EO_DROP_INTERNAL = 7,      /* lost: the program that finishes an open was not reached */
-	EO_COUNTER_MAX = 8,
+	EO_DROP_FOLLOW_FULL = 8,   /* a child of a followed process not followed: pid map full */
+	EO_COUNTER_MAX = 9,
 };
 
 /*
@@ -103,7 +104,8 @@ struct eo_config {
 	__u8 prefix_on_resolved; /* path prefixes match the resolved path, not the path as passed */
 	__u8 comm_len;        /* with a non-zero length: comm must contain comm_match */
 	__u8 n_prefixes;      /* path must start with one of prefix[0..n) */
-	__u8 pad[6];
+	__u8 follow_forks;    /* with filter_pid: a new process of a traced pid is traced too */
+	__u8 pad[5];
 	char comm_match[EO_COMM_LEN];
 	__u16 prefix_len[EO_MAX_PREFIXES];
 	char prefix[EO_MAX_PREFIXES][EO_PREFIX_MAX];

@@ -73,3 +73,13 @@ def test_losses_are_read_from_each_tracers_own_words(tmp_path):
                    "(ring full 2, args full 1, path fault 4)\n")
     count = harness.count_output(harness.tracer_specs()["echo-open"], out, err, marker)
     assert (count.shown, count.lost, count.path_fault) == (2, 3, 4)
+
+
+def test_make_under_echo_open_sees_the_paths_strace_sees():
+    import make_vs_strace
+
+    result = make_vs_strace.measure(runs=1, files=2)
+    assert result["strace_paths"] > 10
+    assert result["only_strace"] == [] and result["only_echo_open"] == []
+    assert result["echo_open_paths"] == result["strace_paths"] == result["common"]
+    assert set(result["medians"]) == {"untraced", "strace", "echo-open"}

@@ -313,3 +313,43 @@ def test_interval_warnings_name_losses_and_unreadable_paths_apart(capsys):
     assert unreadable == "echo-open: warning: 1 paths unreadable in the last interval"
     _warn_drops(Stats(path_fault=3), Stats(path_fault=3))
     assert capsys.readouterr().err == ""
+
+
+def test_a_command_is_traced_with_every_process_it_starts_and_gives_its_status(tmp_path):
+    script = (f"cat {tmp_path}/by-shell 2>/dev/null; "
+              f"(sh -c 'cat {tmp_path}/by-grandchild' & wait) 2>/dev/null; "
+              f"exec 3<{tmp_path}/opened; exit 3")
+    (tmp_path / "opened").write_text("x")
+    bystander = Child(f"openat:.:{tmp_path}/bystander")
+    proc = subprocess.Popen([ECHO_OPEN, "--json", "--", "sh", "-c", script],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ready = proc.stderr.readline()
+    assert ready.startswith(READY)
+    bystander.go()  # opens while the command is traced: not part of its tree
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 3, err
+    records = [json.loads(line) for line in out.splitlines()]
+    mine = {r["path"]: r for r in records if r["path"].startswith(str(tmp_path))}
+    assert set(mine) == {f"{tmp_path}/by-shell", f"{tmp_path}/by-grandchild",
+                         f"{tmp_path}/opened"}
+    assert mine[f"{tmp_path}/by-grandchild"]["error"] == "ENOENT"
+    assert mine[f"{tmp_path}/opened"]["fd"] == 3
+    # three processes at least: the shell, its subshell, the grandchild's sh and cats
+    assert len({r["pid"] for r in records}) >= 3
+    assert bystander.proc.pid not in {r["pid"] for r in records}
+    assert "lost" in err.splitlines()[-1]
+
+
+def test_a_command_that_is_not_found_is_one_line_and_exit_127():
+    done = subprocess.run([ECHO_OPEN, "--", "no-such-command-here"], capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 127
+    assert done.stderr == "echo-open: command not found: no-such-command-here\n"
+    assert done.stdout == ""
+
+
+def test_a_command_with_a_pid_filter_is_a_usage_error():
+    done = subprocess.run([ECHO_OPEN, "-p", "1", "--", "true"], capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 2
+    assert "no -p/-t with it" in done.stderr

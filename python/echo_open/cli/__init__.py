@@ -1,8 +1,9 @@
 """The echo-open command: parse options, run the tracer, render events.
 
-Exit status: 0 after Ctrl-C, SIGTERM, -d expiry or a closed stdout; 2 usage
-error; 77 not permitted; 78 kernel without BTF; 72 tracefs unavailable; 70 the
-BPF object failed to load or attach; 74 output error; 1 an internal error.
+Exit status: 0 after Ctrl-C, SIGTERM, -d expiry or a closed stdout; with a
+COMMAND, the command's own status (128+N if signal N ended it; 127 not found);
+2 usage error; 77 not permitted; 78 kernel without BTF; 72 tracefs unavailable;
+70 the BPF object failed to load or attach; 74 output error; 1 an internal error.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -32,6 +34,7 @@ EXIT_NO_TRACEFS = 72
 EXIT_OUTPUT = 74
 EXIT_NOT_PERMITTED = 77
 EXIT_NO_BTF = 78
+EXIT_COMMAND_NOT_FOUND = 127
 
 _ENV_EXIT = {NotPermitted: EXIT_NOT_PERMITTED, NoBTF: EXIT_NO_BTF, NoTracefs: EXIT_NO_TRACEFS}
 
@@ -54,6 +57,9 @@ Examples:
                                    what really is under /etc/
 
   echo-open --json -d 10 > o.jsonl ten seconds of JSON lines
+
+  echo-open -x -- make             what a build failed to open (make and every
+                                   process it starts; ends when make does)
 """
 
 
@@ -67,10 +73,12 @@ class _StopSignals:
 
     def __init__(self) -> None:
         self.raised = False
+        self.signum = 0
         self._previous: dict[int, object] = {}
 
     def _set(self, signum: int, frame: object) -> None:
         self.raised = True
+        self.signum = signum
 
     def __enter__(self) -> _StopSignals:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -202,10 +210,22 @@ def trace(
         help="Ring buffer size (power of two).")] = "4M",
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
                        ] = False,
+    command: Annotated[list[str] | None, typer.Argument(
+        metavar="[-- COMMAND [ARG...]]",
+        help="Run COMMAND and trace only it and the processes it starts.")] = None,
 ) -> None:
     """Show every file open on this machine as it happens (eBPF)."""
     flags = _parse_flags(flag)
     ring_bytes = _parse_size(ring_size)
+    child = None
+    if command:
+        if pid or tid:
+            raise typer.BadParameter("a COMMAND is traced by itself: no -p/-t with it")
+        if shutil.which(command[0]) is None:
+            print(f"echo-open: command not found: {command[0]}", file=sys.stderr)
+            raise typer.Exit(EXIT_COMMAND_NOT_FOUND)
+        child = _HeldCommand(command)
+        pid = [child.pid]
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
@@ -214,20 +234,77 @@ def trace(
         tracer = Tracer(pids=pid, tids=tid, uid=uid, failed_only=failed, comm=name,
                         flags=flags, path_prefixes=path_prefix,
                         prefix_on_resolved=prefix_on is PrefixOn.resolved,
-                        resolve_paths=full_path or json_lines, ring_size=ring_bytes)
+                        resolve_paths=full_path or json_lines, ring_size=ring_bytes,
+                        follow_children=child is not None)
     except ValueError as exc:
+        if child is not None:
+            child.kill()
         raise typer.BadParameter(str(exc)) from None
     renderer = JsonRenderer() if json_lines else TableRenderer(
         timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
         own_mntns=_own_mntns())
-    raise typer.Exit(_run(tracer, renderer, duration))
+    raise typer.Exit(_run(tracer, renderer, duration, child))
+
+
+class _HeldCommand:
+    """COMMAND forked but held before exec until the tracer is attached, so its pid
+    is in the kernel's filter before it runs a single instruction of its own."""
+
+    def __init__(self, argv: list[str]) -> None:
+        read_end, self._go = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the child: wait for the go, then become COMMAND
+            try:
+                os.close(self._go)
+                released = os.read(read_end, 1)
+                os.close(read_end)
+                if released:
+                    os.execvp(argv[0], argv)
+            except OSError as exc:
+                os.write(2, f"echo-open: {argv[0]}: {exc.strerror}\n".encode())
+                os._exit(EXIT_COMMAND_NOT_FOUND)
+            os._exit(EXIT_FAILURE)  # the tracer went away without a go
+        os.close(read_end)
+        self.status: int | None = None
+        self.held = True
+
+    def release(self) -> None:
+        os.write(self._go, b"g")
+        os.close(self._go)
+        self.held = False
+
+    def kill(self) -> None:
+        """Tracing could not start: the command never runs."""
+        if self.held:
+            os.close(self._go)  # the child reads EOF and exits
+            self.held = False
+        self.wait()
+
+    def exited(self) -> bool:
+        if self.status is None:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                self.status = os.waitstatus_to_exitcode(status)
+        return self.status is not None
+
+    def wait(self) -> int:
+        if self.status is None:
+            _, status = os.waitpid(self.pid, 0)
+            self.status = os.waitstatus_to_exitcode(status)
+        # a command killed by signal N exits 128+N, as in a shell
+        return self.status if self.status >= 0 else 128 - self.status
 
 
 def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
-         duration: float | None) -> int:
+         duration: float | None, child: _HeldCommand | None = None) -> int:
     with _StopSignals() as stop:
         try:
-            tracer.start()
+            try:
+                tracer.start()
+            except BaseException:
+                if child is not None:
+                    child.kill()
+                raise
         except EnvironmentProblem as exc:
             print(f"echo-open: {exc}", file=sys.stderr)
             return _ENV_EXIT.get(type(exc), EXIT_FAILURE)
@@ -246,7 +323,7 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
         output = _Output(renderer, tracer.wall_offset_ns)
         status = EXIT_OK
         try:
-            _stream(tracer, output, duration, stop)
+            _stream(tracer, output, duration, stop, child)
         except BrokenPipeError:
             # the reader went away (e.g. `| head`): stop quietly
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -259,7 +336,14 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
             tracer.detach()
             stats = tracer.stats()
             tracer.close()
+            if child is not None and child.held:  # output failed before the go
+                child.kill()
         _print_summary(stats, output.shown)
+        if child is not None and status == EXIT_OK:
+            # stopped early (Ctrl-C also reached the command; SIGTERM is passed on)
+            if stop.signum == signal.SIGTERM and not child.exited():
+                os.kill(child.pid, signal.SIGTERM)
+            return child.wait()
         return status
 
 
@@ -285,8 +369,9 @@ class _Output:
 
 
 def _stream(tracer: Tracer, output: _Output, duration: float | None,
-            stop: _StopSignals) -> None:
-    """Render events until stopped; then detach and render what is left in the ring."""
+            stop: _StopSignals, child: _HeldCommand | None = None) -> None:
+    """Render events until stopped (or COMMAND exits); then detach and render what is
+    left in the ring."""
     output.write_header()
     # on stderr, so scripts and harnesses know when opens are being seen
     print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
@@ -294,7 +379,9 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
     deadline = None if duration is None else time.monotonic() + duration
     last_check = time.monotonic()
     checked = Stats()
-    while not stop.raised:
+    if child is not None:
+        child.release()
+    while not stop.raised and not (child is not None and child.exited()):
         timeout = tracer.poll_interval
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
