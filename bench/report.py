@@ -152,6 +152,11 @@ def _targets(med: Medians, modes: list[str]) -> str:
             ]
         checks.append((mode, "echo-open-nomatch", at_least("throughput_ratio", 0.85),
                        "no-match filter: throughput ratio ≥ 0.85"))
+        floor = med.get((mode, "opensnoop-nomatch"), {}).get("throughput_ratio")
+        if isinstance(floor, (int, float)):
+            checks.append((mode, "echo-open-nomatch", at_least("throughput_ratio", 0.95 * floor),
+                           f"no-match filter: within 5% of opensnoop -p's {floor:.3f} "
+                           "(the floor, same run)"))
     checks += [
         ("long", "echo-open", at_least("path_bytes_ratio", 1.0), "whole path printed"),
         ("miss-50k", "echo-open", at_least("throughput_ratio", 0.97), "throughput ratio ≥ 0.97"),

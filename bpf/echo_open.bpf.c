@@ -131,6 +131,13 @@ static __always_inline void count(__u32 slot)
 		*c += 1;  /* per-CPU: no atomic needed */
 }
 
+/* Any filter that rejects an open at its entry (constants: the verifier prunes). */
+static __always_inline bool entry_filters(void)
+{
+	return eo_cfg.filter_pid || eo_cfg.filter_tid || eo_cfg.filter_uid || eo_cfg.comm_len ||
+	       eo_cfg.filter_flags;
+}
+
 /* pid, tid, uid and comm filters: everything known at entry. */
 static __always_inline bool task_matches(__u64 pid_tgid)
 {
@@ -782,8 +789,10 @@ static __always_inline int on_open_exit(void *ctx, long ret)
 
 	args = bpf_task_storage_get(&inflight, bpf_get_current_task_btf(), 0, 0);
 	if (!args || !args->active) {
-		if (!eo_cfg.self_tgid || pid_tgid >> 32 != eo_cfg.self_tgid)
-			count(EO_CNT_NO_ENTRY);  /* or filtered at entry */
+		/* with an entry filter, most of these are its rejects, already counted as
+		 * filtered: a second count on that path would only slow it */
+		if (!entry_filters() && (!eo_cfg.self_tgid || pid_tgid >> 32 != eo_cfg.self_tgid))
+			count(EO_CNT_NO_ENTRY);
 		return 0;
 	}
 	if (eo_cfg.failed_only && ret >= 0) {

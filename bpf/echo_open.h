@@ -51,7 +51,7 @@ enum eo_counter {
 	EO_DROP_RING_FULL = 2,     /* lost: no room in the ring buffer */
 	EO_DROP_ARGS_FULL = 3,     /* lost: the in-flight argument map was full */
 	EO_DROP_PATH_FAULT = 4,    /* delivered without its path: reading it failed */
-	EO_CNT_NO_ENTRY = 5,       /* exits whose entry came before we attached */
+	EO_CNT_NO_ENTRY = 5,       /* exits whose entry came before we attached (no entry filter) */
 	EO_CNT_WAKEUPS = 6,        /* consumer wake-ups forced */
 	EO_DROP_INTERNAL = 7,      /* lost: the program that finishes an open was not reached */
 	EO_DROP_FOLLOW_FULL = 8,   /* a child of a followed process not followed: pid map full */

@@ -6,6 +6,8 @@ import asyncio
 import json
 import os
 
+import pytest
+
 from conftest import Child, collect
 from echo_open import OpenEvent, Tracer
 from echo_open.cli.render import JsonRenderer
@@ -57,6 +59,27 @@ def test_raw_batches_render_in_c_as_the_reference_renders_their_events(tmp_path)
     assert all(r["pid"] == child.pid and r["syscall"] == "creat" and r["fd"] >= 0
                and r["resolved"] == r["path"] for r in mine[:-1])
     assert mine[-1]["error"] == "ENOENT"
+
+
+def test_follow_children_traces_a_process_tree_and_forgets_each_process_at_exit(tmp_path):
+    import subprocess
+
+    script = f"read go; for i in $(seq 20); do cat {tmp_path}/c$i 2>/dev/null; done"
+    shell = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE)
+    with Tracer(pids=[shell.pid], follow_children=True, poll_interval=0.05) as tracer:
+        shell.communicate(b"go\n", timeout=30)  # held on `read` until traced
+        tracer.detach()
+        events = [e for e in tracer.drain() if _under(tmp_path)(e)]
+        followed = list(tracer._obj.map("filter_pids").keys())
+    assert sorted(e.path for e in events) == sorted(f"{tmp_path}/c{i}" for i in range(1, 21))
+    assert all(e.comm == "cat" and e.error == "ENOENT" and e.ppid == shell.pid for e in events)
+    assert len({e.pid for e in events}) == 20
+    assert followed == []  # every process of the tree has exited, the shell included
+
+
+def test_follow_children_needs_pids():
+    with pytest.raises(ValueError, match="follow_children"):
+        Tracer(follow_children=True)
 
 
 def test_async_iteration_through_the_rings_fd(tmp_path):

@@ -55,7 +55,8 @@ class Stats:
     ring_full: int = 0        # lost: the ring buffer was full
     args_full: int = 0        # lost: too many opens in flight
     path_fault: int = 0       # delivered without the path: it could not be read
-    no_entry: int = 0         # exits whose entry was not seen (in flight at start, or filtered)
+    no_entry: int = 0         # exits whose entry was not seen (in flight at start;
+                              # counted only without entry filters)
     wakeups: int = 0          # consumer wake-ups forced
     internal: int = 0         # lost: the program that finishes an open was not reached
     children_untraced: int = 0  # follow_children: new processes the pid map had no room for
