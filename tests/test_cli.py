@@ -353,3 +353,19 @@ def test_a_command_with_a_pid_filter_is_a_usage_error():
                           text=True, timeout=20)
     assert done.returncode == 2
     assert "no -p/-t with it" in done.stderr
+
+
+def test_a_closed_stdout_at_start_is_one_line_and_exit_74():
+    done = subprocess.run([ECHO_OPEN, "-d", "1"], stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=20,
+                          preexec_fn=lambda: os.close(1))
+    assert done.returncode == 74
+    assert done.stderr == "echo-open: output error: standard output is closed\n"
+
+
+def test_a_closed_stderr_keeps_status_lines_out_of_stdout():
+    done = subprocess.run([ECHO_OPEN, "-d", "0.3", "-p", "4194303"], stdout=subprocess.PIPE,
+                          timeout=20, preexec_fn=lambda: os.close(2))
+    assert done.returncode == 0
+    assert done.stdout.decode().splitlines() == [
+        "PID     TID     COMM              FD ERR     PATH"]

@@ -217,6 +217,9 @@ def trace(
     """Show every file open on this machine as it happens (eBPF)."""
     flags = _parse_flags(flag)
     ring_bytes = _parse_size(ring_size)
+    if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
+        print("echo-open: output error: standard output is closed", file=sys.stderr)
+        raise typer.Exit(EXIT_OUTPUT)
     child = None
     if command:
         if pid or tid:
@@ -408,6 +411,8 @@ app.command(epilog=EXAMPLES)(trace)
 
 def main() -> None:
     """Entry point of the echo-open script."""
+    if sys.stderr is None:  # fd 2 closed: print(file=None) would write to stdout
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C before the tracer started
