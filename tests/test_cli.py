@@ -369,3 +369,15 @@ def test_a_closed_stderr_keeps_status_lines_out_of_stdout():
     assert done.returncode == 0
     assert done.stdout.decode().splitlines() == [
         "PID     TID     COMM              FD ERR     PATH"]
+
+
+def test_sigterm_with_a_command_passes_it_on_and_exits_with_its_status():
+    cli = Cli("--", "sleep", "30")
+    progs = _bpf_prog_ids_of(cli.proc.pid)
+    assert progs
+    started = time.monotonic()
+    status, err = cli.stop(signal.SIGTERM)
+    assert time.monotonic() - started < 10  # sleep was ended, not waited for
+    assert status == 128 + signal.SIGTERM
+    assert "events shown" in err and "Traceback" not in err
+    assert not progs & _bpf_prog_ids(), "programs left in the kernel"
