@@ -20,6 +20,7 @@ def test_wheel_carries_the_bpf_object_and_the_extensions(tmp_path):
         bpf_object = archive.read("echo_open/bpf/echo_open.bpf.o")
     assert any(n.startswith("echo_open/_libbpf.") and n.endswith(".so") for n in names)
     assert any(n.startswith("echo_open/_layout.") and n.endswith(".so") for n in names)
+    assert any(n.startswith("echo_open/_render.") and n.endswith(".so") for n in names)
     assert "echo_open/cli/__init__.py" in names and "echo_open/loader/ringbuf.py" in names
     # an ELF relocatable for the BPF machine, with BTF for CO-RE
     assert bpf_object[:4] == b"\x7fELF"
