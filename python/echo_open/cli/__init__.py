@@ -58,8 +58,7 @@ Examples:
 
   echo-open --json -d 10 > o.jsonl ten seconds of JSON lines
 
-  echo-open -x -- make             what a build failed to open (make and every
-                                   process it starts; ends when make does)
+  echo-open -x -- make             what make and its children failed to open
 """
 
 
