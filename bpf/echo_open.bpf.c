@@ -145,8 +145,12 @@ static __always_inline bool task_matches(__u64 pid_tgid)
 
 	if (eo_cfg.self_tgid && pid == eo_cfg.self_tgid)
 		return false;
-	if (eo_cfg.filter_pid && !bpf_map_lookup_elem(&filter_pids, &pid))
+	if (eo_cfg.single_pid) {
+		if (pid != eo_cfg.single_pid)
+			return false;
+	} else if (eo_cfg.filter_pid && !bpf_map_lookup_elem(&filter_pids, &pid)) {
 		return false;
+	}
 	if (eo_cfg.filter_tid && !bpf_map_lookup_elem(&filter_tids, &tid))
 		return false;
 	if (eo_cfg.filter_uid && (__u32)bpf_get_current_uid_gid() != eo_cfg.uid)

@@ -94,6 +94,7 @@ struct eo_config {
 	__u32 self_tgid;      /* the consumer: its own opens are not traced */
 	__u32 uid;            /* with filter_uid */
 	__u32 flags_any;      /* with filter_flags: any of these open flags set */
+	__u32 single_pid;     /* with filter_pid: the one pid, compared without a map lookup */
 	__u8 filter_pid;      /* pid must be in the filter_pids map */
 	__u8 filter_tid;      /* tid must be in the filter_tids map */
 	__u8 filter_uid;

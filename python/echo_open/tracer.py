@@ -226,6 +226,8 @@ class Tracer:
         config.filter_pid = bool(self.pids)
         config.filter_tid = bool(self.tids)
         config.follow_forks = self.follow_children
+        if len(self.pids) == 1 and not self.follow_children:
+            config.single_pid = self.pids[0]  # the commonest filter, at no lookup's cost
         if self.uid is not None:
             config.filter_uid = 1
             config.uid = self.uid
