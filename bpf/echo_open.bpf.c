@@ -986,8 +986,8 @@ int BPF_PROG(follow_exit, struct task_struct *task)
 {
 	__u32 tgid = task->tgid;
 
-	/* only once the last thread is gone (the kernel's group_dead, which is not
-	 * an argument of this tracepoint before 6.x: signal->live has reached 0) */
+	/* only once the last thread is gone: signal->live has reached 0 (the
+	 * kernel's group_dead, which older kernels do not pass to this tracepoint) */
 	if (eo_cfg.follow_forks && !BPF_CORE_READ(task, signal, live.counter))
 		bpf_map_delete_elem(&filter_pids, &tgid);
 	return 0;

@@ -130,62 +130,54 @@ static char *pad_from(char *start, char *p, size_t width)
 	return p;
 }
 
-/* The table's escaping of ASCII (render.escape): \\, \n, \r, \t, else \xNN. */
-static char *put_escaped(char *p, const unsigned char *s, size_t n)
+/* One byte plain_run stopped at, escaped: the table's rule (render.escape: \\, \n,
+ * \r, \t, else \xNN) or JSON's (json.encoder.encode_basestring_ascii). */
+static char *put_special(char *p, unsigned char c, int json)
+{
+	switch (c) {
+	case '\\': return PUT_LITERAL(p, "\\\\");
+	case '\n': return PUT_LITERAL(p, "\\n");
+	case '\r': return PUT_LITERAL(p, "\\r");
+	case '\t': return PUT_LITERAL(p, "\\t");
+	}
+	if (!json) {
+		p = PUT_LITERAL(p, "\\x");
+	} else if (c == '"') {
+		return PUT_LITERAL(p, "\\\"");
+	} else if (c == '\b') {
+		return PUT_LITERAL(p, "\\b");
+	} else if (c == '\f') {
+		return PUT_LITERAL(p, "\\f");
+	} else {
+		p = PUT_LITERAL(p, "\\u00");
+	}
+	*p++ = HEX[c >> 4];
+	*p++ = HEX[c & 15];
+	return p;
+}
+
+/* ASCII bytes with every special byte escaped, by the table's or JSON's rule. */
+static char *put_escaped(char *p, const unsigned char *s, size_t n, int json)
 {
 	while (n) {
-		size_t run = plain_run(s, n, 0);
+		size_t run = plain_run(s, n, json);
 
 		p = put(p, (const char *)s, run);
 		s += run;
 		n -= run;
 		if (!n)
 			break;
-		switch (*s) {
-		case '\\': p = PUT_LITERAL(p, "\\\\"); break;
-		case '\n': p = PUT_LITERAL(p, "\\n"); break;
-		case '\r': p = PUT_LITERAL(p, "\\r"); break;
-		case '\t': p = PUT_LITERAL(p, "\\t"); break;
-		default:
-			*p++ = '\\';
-			*p++ = 'x';
-			*p++ = HEX[*s >> 4];
-			*p++ = HEX[*s & 15];
-		}
+		p = put_special(p, *s, json);
 		s++;
 		n--;
 	}
 	return p;
 }
 
-/* A JSON string of ASCII as json.encoder.encode_basestring_ascii writes it. */
 static char *put_json_string(char *p, const unsigned char *s, size_t n)
 {
 	*p++ = '"';
-	while (n) {
-		size_t run = plain_run(s, n, 1);
-
-		p = put(p, (const char *)s, run);
-		s += run;
-		n -= run;
-		if (!n)
-			break;
-		switch (*s) {
-		case '\\': p = PUT_LITERAL(p, "\\\\"); break;
-		case '"': p = PUT_LITERAL(p, "\\\""); break;
-		case '\n': p = PUT_LITERAL(p, "\\n"); break;
-		case '\r': p = PUT_LITERAL(p, "\\r"); break;
-		case '\t': p = PUT_LITERAL(p, "\\t"); break;
-		case '\b': p = PUT_LITERAL(p, "\\b"); break;
-		case '\f': p = PUT_LITERAL(p, "\\f"); break;
-		default:
-			p = PUT_LITERAL(p, "\\u00");
-			*p++ = HEX[*s >> 4];
-			*p++ = HEX[*s & 15];
-		}
-		s++;
-		n--;
-	}
+	p = put_escaped(p, s, n, 1);
 	*p++ = '"';
 	return p;
 }
@@ -344,7 +336,7 @@ static char *put_table_row(char *p, struct eor_options *opt, const struct record
 	p = pad_from(start, p, 7);
 	*p++ = ' ';
 	start = p;
-	p = put_escaped(p, r->comm, r->comm_len);
+	p = put_escaped(p, r->comm, r->comm_len, 0);
 	p = pad_from(start, p, 16);
 	*p++ = ' ';
 	if (ev->ret < 0) {
@@ -377,13 +369,13 @@ static char *put_table_row(char *p, struct eor_options *opt, const struct record
 		*p++ = ' ';
 	}
 	if (!opt->resolved || opt->extended)
-		p = put_escaped(p, r->path, r->path_len);
+		p = put_escaped(p, r->path, r->path_len, 0);
 	if (opt->resolved) {
 		if (opt->extended)
 			p = PUT_LITERAL(p, " -> ");
 		if (r->resolved) {
 			p = put_marks(p, opt, ev);
-			p = put_escaped(p, r->resolved, r->resolved_len);
+			p = put_escaped(p, r->resolved, r->resolved_len, 0);
 		} else {
 			*p++ = '?';
 		}

@@ -262,10 +262,6 @@ class Tracer:
     def detach(self) -> None:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
         links, self._links = self._links, []
-        if len(links) < 2:
-            for link in links:
-                link.close()
-            return
         # each close waits out the kernel's tracepoint-unregister grace period (~70 ms
         # here, 0.85 s for all twelve one by one); closed together, they overlap
         closers = [threading.Thread(target=link.close) for link in links]

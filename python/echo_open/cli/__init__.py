@@ -71,12 +71,14 @@ class _StopSignals:
     """SIGINT and SIGTERM set a flag instead of raising, so a batch is never cut in half."""
 
     def __init__(self) -> None:
-        self.raised = False
-        self.signum = 0
+        self.signum = 0  # the last stop signal received
         self._previous: dict[int, object] = {}
 
+    @property
+    def raised(self) -> bool:
+        return self.signum != 0
+
     def _set(self, signum: int, frame: object) -> None:
-        self.raised = True
         self.signum = signum
 
     def __enter__(self) -> _StopSignals:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
-import errno as _errno
 from collections.abc import Callable, Hashable, Iterator
 from json.encoder import encode_basestring_ascii as _json_string
 from operator import attrgetter
@@ -33,7 +32,7 @@ from echo_open._render import ffi as _ffi
 from echo_open._render import lib as _c
 
 from ..events import SYSCALL_NAMES, OpenEvent, decode_batch
-from ..flags import flags_text_table
+from ..flags import errno_name, flags_text_table
 from ..layout import EVENT_SIZE
 from ..loader import RecordBatch
 
@@ -160,9 +159,8 @@ class _BatchRenderer:
                 _set_name(options.flag_names[i].name, name)
                 options.flag_names[i].value = value
             options.n_flag_names = len(flags)
-            for number, name in _errno.errorcode.items():
-                if number < _c.EOR_ERRNO_NAMES:
-                    _set_name(options.errno_names[number], name)
+            for number in range(_c.EOR_ERRNO_NAMES):
+                _set_name(options.errno_names[number], errno_name(number))
             for number, name in SYSCALL_NAMES.items():
                 _set_name(options.syscall_names[number], name)
             options.clock_second = -1
