@@ -2,10 +2,10 @@
 
 from .events import OpenEvent
 from .system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
-from .tracer import Stats, Tracer
+from .tracer import InvalidSetting, Stats, Tracer
 
-__all__ = ["EnvironmentProblem", "NoBTF", "NoTracefs", "NotPermitted", "OpenEvent", "Stats",
-           "Tracer"]
+__all__ = ["EnvironmentProblem", "InvalidSetting", "NoBTF", "NoTracefs", "NotPermitted",
+           "OpenEvent", "Stats", "Tracer"]
 __version__ = "0.1.0"
 
 import logging as _logging

@@ -46,6 +46,14 @@ def default_object_path() -> Path:
     return Path(str(importlib.resources.files("echo_open") / "bpf" / "echo_open.bpf.o"))
 
 
+class InvalidSetting(ValueError):
+    """A Tracer setting out of range; ``setting`` names the keyword argument."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 @dataclass(frozen=True)
 class Stats:
     """Counts kept in the kernel since the tracer started."""
@@ -146,32 +154,33 @@ class Tracer:
 
     def _validate(self) -> None:
         if self.follow_children and not self.pids:
-            raise ValueError("follow_children needs the pids to start from")
-        for name, ids in (("pid", self.pids), ("tid", self.tids)):
+            raise InvalidSetting("follow_children", "follow_children needs the pids to start from")
+        for setting, name, ids in (("pids", "pid", self.pids), ("tids", "tid", self.tids)):
             if len(ids) > layout.MAX_FILTER_IDS:
-                raise ValueError(f"at most {layout.MAX_FILTER_IDS} {name}s")
+                raise InvalidSetting(setting, f"at most {layout.MAX_FILTER_IDS} {name}s")
             for value in ids:
                 if not 0 < value < 2**32:
-                    raise ValueError(f"bad {name} {value}")
+                    raise InvalidSetting(setting, f"bad {name} {value}")
         if self.uid is not None and not 0 <= self.uid < 2**32:
-            raise ValueError(f"bad uid {self.uid}")
+            raise InvalidSetting("uid", f"bad uid {self.uid}")
         if self.comm is not None and not 0 < len(self.comm) < layout.COMM_LEN:
-            raise ValueError(f"process name must be 1 to {layout.COMM_LEN - 1} bytes")
+            raise InvalidSetting("comm", f"a process name is 1 to {layout.COMM_LEN - 1} bytes")
         if len(self.path_prefixes) > layout.MAX_PREFIXES:
-            raise ValueError(f"at most {layout.MAX_PREFIXES} path prefixes")
+            raise InvalidSetting("path_prefixes", f"at most {layout.MAX_PREFIXES} path prefixes")
         for prefix in self.path_prefixes:
             if not 0 < len(prefix) < layout.PREFIX_MAX or b"\0" in prefix:
-                raise ValueError(f"path prefix must be 1 to {layout.PREFIX_MAX - 1} bytes")
+                raise InvalidSetting("path_prefixes", f"a path prefix is 1 to "
+                                     f"{layout.PREFIX_MAX - 1} bytes, without NUL")
         for flag in self.flags:
             if not 0 <= flag < 2**32:
-                raise ValueError(f"bad open flag {flag}")
+                raise InvalidSetting("flags", f"bad open flag {flag}")
         size = self.ring_size
         if size < 1 << 16 or size & (size - 1) or size > 1 << 30:
-            raise ValueError("ring size must be a power of two from 64 KiB to 1 GiB")
+            raise InvalidSetting("ring_size", "the ring size is a power of two from 64K to 1G")
         if self.wakeup_bytes < 0 or self.wakeup_bytes >= size:
-            raise ValueError("wakeup_bytes must be below the ring size")
+            raise InvalidSetting("wakeup_bytes", "wakeup_bytes must be below the ring size")
         if self.poll_interval <= 0:
-            raise ValueError("poll_interval must be positive")
+            raise InvalidSetting("poll_interval", "poll_interval must be positive")
 
     # ---- lifecycle: open -> configure -> load -> attach
 

@@ -23,7 +23,7 @@ import typer
 from ..flags import parse_open_flag
 from ..loader import BPFError, LoadError, RecordBatch
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
-from ..tracer import Stats, Tracer
+from ..tracer import InvalidSetting, Stats, Tracer
 from .render import JsonRenderer, TableRenderer
 
 EXIT_OK = 0
@@ -91,31 +91,27 @@ class _StopSignals:
             signal.signal(signum, handler)
 
 
-def _parse_size(text: str) -> int:
+def _size(value: str | int) -> int:
+    """``4M``, ``64K``, ``1G`` or bytes -> an int (a parser: the tracer checks the value)."""
+    if isinstance(value, int):
+        return value
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
-    text = text.strip().upper().removesuffix("IB").removesuffix("B")
+    text = value.strip().upper().removesuffix("IB").removesuffix("B")
     unit = text[-1:] if text[-1:] in units else ""
-    number = text[:-1] if unit else text
     try:
-        return int(number) * units[unit]
+        return int(text[:-1] if unit else text) * units[unit]
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a size like 16M") from None
+        raise typer.BadParameter(f"{value!r} is not a size like 16M") from None
 
 
-def _flag_values(values: list[str]) -> list[str]:
-    """Validate -f values (the option's callback); parsed again by _parse_flags."""
-    _parse_flags(values)
-    return values
-
-
-def _parse_flags(values: list[str]) -> list[int]:
-    flags = []
-    for value in values:
-        try:
-            flags.append(parse_open_flag(value))
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc)) from None
-    return flags
+def _open_flag(value: str | int) -> int:
+    """``O_WRONLY``, ``creat`` or a number -> the flag's value (a parser)."""
+    if isinstance(value, int):
+        return value
+    try:
+        return parse_open_flag(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _positive(value: float | None) -> float | None:
@@ -124,26 +120,10 @@ def _positive(value: float | None) -> float | None:
     return value
 
 
-def _ring_size(value: str) -> str:
-    size = _parse_size(value)
-    if size < 1 << 16 or size & (size - 1) or size > 1 << 30:
-        raise typer.BadParameter("must be a power of two from 64K to 1G")
-    return value
-
-
-def _process_name(value: str | None) -> str | None:
-    if value is not None and not 0 < len(os.fsencode(value)) < 16:
-        raise typer.BadParameter("must be 1 to 15 bytes")
-    return value
-
-
-def _path_prefixes(values: list[str]) -> list[str]:
-    if len(values) > 8:
-        raise typer.BadParameter("at most 8 prefixes")
-    for prefix in values:
-        if not 0 < len(os.fsencode(prefix)) < 256:
-            raise typer.BadParameter("must be 1 to 255 bytes")
-    return values
+# the Tracer validates every setting; its errors name the option they came from
+_OPTION_OF_SETTING = {"pids": "'-p' / '--pid'", "tids": "'-t' / '--tid'", "uid": "'-u' / '--uid'",
+                      "comm": "'-n' / '--name'", "flags": "'-f' / '--flag'",
+                      "path_prefixes": "'--path-prefix'", "ring_size": "'--ring-size'"}
 
 
 def _print_summary(stats: Stats, shown: int) -> None:
@@ -183,7 +163,7 @@ def trace(
         "-u", "--uid", min=0, metavar="UID", help="Only this user id.")] = None,
     failed: Annotated[bool, typer.Option("-x", "--failed", help="Only failed opens.")] = False,
     name: Annotated[str | None, typer.Option(
-        "-n", "--name", metavar="NAME", callback=_process_name,
+        "-n", "--name", metavar="NAME",
         help="Only processes whose name contains NAME.")] = None,
     extended: Annotated[bool, typer.Option(
         "-e", "--extended", help="Show syscall, flags and mode.")] = False,
@@ -193,22 +173,22 @@ def trace(
     duration: Annotated[float | None, typer.Option(
         "-d", "--duration", callback=_positive, metavar="SECONDS",
         help="Stop after this many seconds.")] = None,
-    flag: Annotated[list[str], typer.Option(
-        "-f", "--flag", metavar="FLAG", callback=_flag_values,
+    flag: Annotated[list[int], typer.Option(
+        "-f", "--flag", metavar="FLAG", parser=_open_flag,
         help="Only opens with any of these flags (O_WRONLY...).")] = [],  # noqa: B006
     full_path: Annotated[bool, typer.Option(
         "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
     path_prefix: Annotated[list[str], typer.Option(
-        "--path-prefix", metavar="PREFIX", callback=_path_prefixes,
+        "--path-prefix", metavar="PREFIX",
         help="Only paths starting with this (repeatable).")] = [],  # noqa: B006
     prefix_on: Annotated[PrefixOn, typer.Option(
         "--prefix-on",
         help="Match --path-prefix on the path as passed or on the resolved path.")
     ] = PrefixOn.passed,
-    ring_size: Annotated[str, typer.Option(
-        "--ring-size", metavar="SIZE", callback=_ring_size,
-        help="Ring buffer size (power of two).")] = "4M",
+    ring_size: Annotated[int, typer.Option(
+        "--ring-size", metavar="SIZE", parser=_size, show_default="4M",
+        help="Ring buffer size (power of two).")] = 4 << 20,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
                        ] = False,
     command: Annotated[list[str] | None, typer.Argument(
@@ -216,8 +196,6 @@ def trace(
         help="Run COMMAND and trace only it and the processes it starts.")] = None,
 ) -> None:
     """Show every file open on this machine as it happens (eBPF)."""
-    flags = _parse_flags(flag)
-    ring_bytes = _parse_size(ring_size)
     if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
         print("echo-open: output error: standard output is closed", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT)
@@ -236,14 +214,15 @@ def trace(
         # the kernel resolves paths only when they are shown or matched on: the walk
         # costs each successful open ~0.5 us, and a long path twice its ring space
         tracer = Tracer(pids=pid, tids=tid, uid=uid, failed_only=failed, comm=name,
-                        flags=flags, path_prefixes=path_prefix,
+                        flags=flag, path_prefixes=path_prefix,
                         prefix_on_resolved=prefix_on is PrefixOn.resolved,
-                        resolve_paths=full_path or json_lines, ring_size=ring_bytes,
+                        resolve_paths=full_path or json_lines, ring_size=ring_size,
                         follow_children=child is not None)
-    except ValueError as exc:
+    except InvalidSetting as exc:
         if child is not None:
             child.kill()
-        raise typer.BadParameter(str(exc)) from None
+        raise typer.BadParameter(str(exc), param_hint=_OPTION_OF_SETTING.get(exc.setting)
+                                 ) from None
     renderer = JsonRenderer() if json_lines else TableRenderer(
         timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
         own_mntns=_own_mntns())
