@@ -34,8 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness
 
 from echo_open import OpenEvent, Tracer
-from echo_open.cli.render import JsonRenderer, TableRenderer
 from echo_open.events import decode_batch
+from echo_open.render import JsonRenderer, TableRenderer
 
 # a short storm record is ~180 bytes of ring (header, path, resolved path)
 RECORD_ESTIMATE = 150

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: BSD-2-Clause */
 /*
  * Table rows and JSON lines for a batch of eo_event records (see render.h).
- * Every rule here mirrors python/echo_open/cli/render.py, the reference.
+ * Every rule here mirrors python/echo_open/render.py, the reference.
  */
 #include <stdint.h>
 #include <string.h>
@@ -389,88 +389,87 @@ static char *put_bool(char *p, int value)
 	return value ? PUT_LITERAL(p, "true") : PUT_LITERAL(p, "false");
 }
 
-#define KEY(p, k) PUT_LITERAL((p), "\"" k "\":")
-
-static char *put_json_line(char *p, struct eor_options *opt, const struct record *r)
+static char *put_json_value(char *p, struct eor_options *opt, const struct record *r,
+			    unsigned field)
 {
 	const struct eo_event *ev = &r->ev;
 	int failed = ev->ret < 0;
-	int fixed = !!(ev->status & EO_ST_FIXED_FILE);
 
-	p = PUT_LITERAL(p, "{\"ts_ns\":");
-	p = put_u64(p, ev->ts_ns);
-	p = PUT_LITERAL(p, ",\"time\":\"");
-	p = put_clock(p, opt, r->wall_ns);
-	p = PUT_LITERAL(p, "Z\",\"latency_ns\":");
-	p = put_u64(p, ev->latency_ns);
-	p = PUT_LITERAL(p, ",\"pid\":");
-	p = put_u64(p, ev->pid);
-	p = PUT_LITERAL(p, ",\"tid\":");
-	p = put_u64(p, ev->tid);
-	p = PUT_LITERAL(p, ",\"ppid\":");
-	p = put_u64(p, ev->ppid);
-	p = PUT_LITERAL(p, ",\"uid\":");
-	p = put_u64(p, ev->uid);
-	p = PUT_LITERAL(p, ",\"gid\":");
-	p = put_u64(p, ev->gid);
-	p = PUT_LITERAL(p, ",\"mntns\":");
-	p = put_u64(p, ev->mntns);
-	p = PUT_LITERAL(p, ",\"comm\":");
-	p = put_json_string(p, r->comm, r->comm_len);
-	p = PUT_LITERAL(p, ",\"comm_b64\":null,\"syscall\":\"");
-	p = put_syscall(p, opt, ev->syscall);
-	p = PUT_LITERAL(p, "\",\"dfd\":");
-	p = put_i64(p, ev->dfd);
-	p = PUT_LITERAL(p, ",\"flags\":");
-	p = put_u64(p, ev->flags);
-	p = PUT_LITERAL(p, ",\"flags_text\":\"");
-	p = put_flags_text(p, opt, ev->flags);
-	p = PUT_LITERAL(p, "\",\"mode\":");
-	p = put_u64(p, ev->mode);
-	p = PUT_LITERAL(p, ",\"resolve\":");
-	p = put_u64(p, ev->resolve);
-	p = PUT_LITERAL(p, ",\"ret\":");
-	p = put_i64(p, ev->ret);
-	p = PUT_LITERAL(p, ",\"fd\":");
-	p = (failed || fixed) ? PUT_LITERAL(p, "null") : put_i64(p, ev->ret);
-	p = PUT_LITERAL(p, ",\"errno\":");
-	p = failed ? put_i64(p, -ev->ret) : PUT_LITERAL(p, "null");
-	p = PUT_LITERAL(p, ",\"error\":");
-	if (failed) {
+	switch (field) {
+	case EOR_JSON_TS_NS: return put_u64(p, ev->ts_ns);
+	case EOR_JSON_TIME:
+		*p++ = '"';
+		p = put_clock(p, opt, r->wall_ns);
+		return PUT_LITERAL(p, "Z\"");
+	case EOR_JSON_LATENCY_NS: return put_u64(p, ev->latency_ns);
+	case EOR_JSON_PID: return put_u64(p, ev->pid);
+	case EOR_JSON_TID: return put_u64(p, ev->tid);
+	case EOR_JSON_PPID: return put_u64(p, ev->ppid);
+	case EOR_JSON_UID: return put_u64(p, ev->uid);
+	case EOR_JSON_GID: return put_u64(p, ev->gid);
+	case EOR_JSON_MNTNS: return put_u64(p, ev->mntns);
+	case EOR_JSON_COMM: return put_json_string(p, r->comm, r->comm_len);
+	case EOR_JSON_SYSCALL:
+		*p++ = '"';
+		p = put_syscall(p, opt, ev->syscall);
+		*p++ = '"';
+		return p;
+	case EOR_JSON_DFD: return put_i64(p, ev->dfd);
+	case EOR_JSON_FLAGS: return put_u64(p, ev->flags);
+	case EOR_JSON_FLAGS_TEXT:
+		*p++ = '"';
+		p = put_flags_text(p, opt, ev->flags);
+		*p++ = '"';
+		return p;
+	case EOR_JSON_MODE: return put_u64(p, ev->mode);
+	case EOR_JSON_RESOLVE: return put_u64(p, ev->resolve);
+	case EOR_JSON_RET: return put_i64(p, ev->ret);
+	case EOR_JSON_FD:
+		if (failed || (ev->status & EO_ST_FIXED_FILE))
+			return PUT_LITERAL(p, "null");
+		return put_i64(p, ev->ret);
+	case EOR_JSON_ERRNO: return failed ? put_i64(p, -ev->ret) : PUT_LITERAL(p, "null");
+	case EOR_JSON_ERROR:
+		if (!failed)
+			return PUT_LITERAL(p, "null");
 		*p++ = '"';
 		p = put_error_name(p, opt, -ev->ret);
 		*p++ = '"';
-	} else {
-		p = PUT_LITERAL(p, "null");
+		return p;
+	case EOR_JSON_TRUNCATED: return put_bool(p, ev->status & EO_ST_PATH_TRUNCATED);
+	case EOR_JSON_RESOLVED_TRUNCATED: return put_bool(p, ev->status & EO_ST_RESOLVED_TRUNCATED);
+	case EOR_JSON_RESOLVED_CANONICAL: return put_bool(p, ev->resolved_how == EO_RESOLVED_FILE);
+	case EOR_JSON_RESOLVED_DELETED: return put_bool(p, ev->status & EO_ST_RESOLVED_DELETED);
+	case EOR_JSON_RESOLVED_ANONYMOUS: return put_bool(p, ev->status & EO_ST_RESOLVED_ANON);
+	case EOR_JSON_RESOLVED_MNTNS: return put_u64(p, ev->resolved_mntns);
+	case EOR_JSON_PATH: return put_json_string(p, r->path, r->path_len);
+	case EOR_JSON_RESOLVED:
+		if (!r->resolved)
+			return PUT_LITERAL(p, "null");
+		return put_json_string(p, r->resolved, r->resolved_len);
 	}
-	p = PUT_LITERAL(p, ",\"truncated\":");
-	p = put_bool(p, ev->status & EO_ST_PATH_TRUNCATED);
-	p = PUT_LITERAL(p, ",\"resolved_truncated\":");
-	p = put_bool(p, ev->status & EO_ST_RESOLVED_TRUNCATED);
-	p = PUT_LITERAL(p, ",\"resolved_canonical\":");
-	p = put_bool(p, ev->resolved_how == EO_RESOLVED_FILE);
-	p = PUT_LITERAL(p, ",\"resolved_deleted\":");
-	p = put_bool(p, ev->status & EO_ST_RESOLVED_DELETED);
-	p = PUT_LITERAL(p, ",\"resolved_anonymous\":");
-	p = put_bool(p, ev->status & EO_ST_RESOLVED_ANON);
-	p = PUT_LITERAL(p, ",\"resolved_mntns\":");
-	p = put_u64(p, ev->resolved_mntns);
-	p = PUT_LITERAL(p, ",\"path\":");
-	p = put_json_string(p, r->path, r->path_len);
-	p = PUT_LITERAL(p, ",\"path_b64\":null,\"resolved\":");
-	if (r->resolved)
-		p = put_json_string(p, r->resolved, r->resolved_len);
-	else
-		p = PUT_LITERAL(p, "null");
-	p = PUT_LITERAL(p, ",\"resolved_b64\":null}\n");
-	return p;
+	/* the *_b64 twins: C renders only records whose bytes are all ASCII */
+	return PUT_LITERAL(p, "null");
+}
+
+/* One JSON line, its keys in the order of Python's table (opt->json_fields). */
+static char *put_json_line(char *p, struct eor_options *opt, const struct record *r)
+{
+	uint32_t n = opt->n_json_fields < EOR_JSON_MAX_FIELDS ? opt->n_json_fields
+							       : EOR_JSON_MAX_FIELDS;
+
+	for (uint32_t i = 0; i < n; i++) {
+		p = put_str(p, opt->json_keys[i]);
+		p = put_json_value(p, opt, r, opt->json_fields[i]);
+	}
+	return PUT_LITERAL(p, "}\n");
 }
 
 uint64_t eor_max_line(uint64_t tail_size)
 {
-	/* every shown byte can grow to 6 (\u00NN); the fixed part is far below 2048
-	 * (flag names: at most EOR_MAX_FLAG_NAMES of EOR_NAME_LEN) */
-	return 2048 + EOR_MAX_FLAG_NAMES * EOR_NAME_LEN + 6 * (EO_COMM_LEN + 2 * tail_size);
+	/* every shown byte can grow to 6 (\u00NN); the rest: keys, numbers, flag names */
+	return 2048 + EOR_JSON_MAX_FIELDS * EOR_JSON_KEY_LEN + EOR_MAX_FLAG_NAMES * EOR_NAME_LEN +
+	       6 * (EO_COMM_LEN + 2 * tail_size);
 }
 
 int eor_render(struct eor_options *opt, const char *heads, uint64_t head_size,

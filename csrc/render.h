@@ -4,7 +4,7 @@
  * formatted as table rows or JSON lines in one C call, straight from the
  * batch buffers (no Python object per event).
  *
- * It renders exactly what python/echo_open/cli/render.py renders; that module
+ * It renders exactly what python/echo_open/render.py renders; that module
  * stays the reference (tests compare the two byte for byte). Records the C
  * side does not handle (a byte >= 0x80 anywhere shown, which needs UTF-8 and
  * Unicode printability rules, or a resolved path that needs lexical
@@ -19,12 +19,31 @@
 #define EOR_MAX_FLAG_NAMES 32
 #define EOR_ERRNO_NAMES 256    /* errnos named by table; others print as E<n> */
 #define EOR_SYSCALL_NAMES 8
+#define EOR_JSON_MAX_FIELDS 48 /* keys of a JSON line */
+#define EOR_JSON_KEY_LEN 32    /* one key as written: ,"name": with its NUL */
 
 /* How rendering stopped (eor_render's return value). */
 enum eor_stop {
 	EOR_DONE = 0,       /* every record rendered */
 	EOR_SLOW = 1,       /* cursor.record needs the Python renderer */
 	EOR_FULL = 2,       /* the output buffer has no room for cursor.record */
+};
+
+/*
+ * The values a JSON line can hold, one per key. The keys' names and their
+ * order are not here: Python's table (render.JSON_FIELDS) sends them in
+ * eor_options, so both writers follow that one table. A key's id is named
+ * EOR_JSON_ plus the key in capitals.
+ */
+enum eor_json_field {
+	EOR_JSON_TS_NS, EOR_JSON_TIME, EOR_JSON_LATENCY_NS, EOR_JSON_PID, EOR_JSON_TID,
+	EOR_JSON_PPID, EOR_JSON_UID, EOR_JSON_GID, EOR_JSON_MNTNS, EOR_JSON_COMM,
+	EOR_JSON_COMM_B64, EOR_JSON_SYSCALL, EOR_JSON_DFD, EOR_JSON_FLAGS, EOR_JSON_FLAGS_TEXT,
+	EOR_JSON_MODE, EOR_JSON_RESOLVE, EOR_JSON_RET, EOR_JSON_FD, EOR_JSON_ERRNO,
+	EOR_JSON_ERROR, EOR_JSON_TRUNCATED, EOR_JSON_RESOLVED_TRUNCATED,
+	EOR_JSON_RESOLVED_CANONICAL, EOR_JSON_RESOLVED_DELETED, EOR_JSON_RESOLVED_ANONYMOUS,
+	EOR_JSON_RESOLVED_MNTNS, EOR_JSON_PATH, EOR_JSON_PATH_B64, EOR_JSON_RESOLVED,
+	EOR_JSON_RESOLVED_B64,
 };
 
 struct eor_flag_name {
@@ -47,6 +66,9 @@ struct eor_options {
 	struct eor_flag_name flag_names[EOR_MAX_FLAG_NAMES]; /* in print order */
 	char errno_names[EOR_ERRNO_NAMES][EOR_NAME_LEN];
 	char syscall_names[EOR_SYSCALL_NAMES][EOR_NAME_LEN];
+	uint32_t n_json_fields;
+	uint8_t json_fields[EOR_JSON_MAX_FIELDS];          /* enum eor_json_field, in order */
+	char json_keys[EOR_JSON_MAX_FIELDS][EOR_JSON_KEY_LEN]; /* ,"key": (the first: {"key":) */
 	/* the date part of the time, cached per second */
 	int64_t clock_second;
 	uint32_t clock_len;

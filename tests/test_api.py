@@ -10,8 +10,8 @@ import pytest
 
 from conftest import Child, collect
 from echo_open import OpenEvent, Tracer
-from echo_open.cli.render import JsonRenderer
 from echo_open.events import decode_batch
+from echo_open.render import JsonRenderer
 
 
 def _under(tmp_path) -> callable:

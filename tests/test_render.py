@@ -8,10 +8,10 @@ import json
 import pytest
 
 from echo_open._layout import lib as c
-from echo_open.cli.render import JSON_KEYS, JsonRenderer, TableRenderer, escape
 from echo_open.events import decode_batch
 from echo_open.layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT
 from echo_open.loader import RecordBatch
+from echo_open.render import JSON_KEYS, JsonRenderer, TableRenderer, escape
 
 
 def make_event(path: bytes, resolved: bytes = b"", **fields):

@@ -10,10 +10,10 @@ from array import array
 import pytest
 
 from echo_open._layout import lib as c
-from echo_open.cli.render import JsonRenderer, TableRenderer
 from echo_open.events import decode_batch
 from echo_open.layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT
 from echo_open.loader import RecordBatch
+from echo_open.render import JsonRenderer, TableRenderer
 
 WALL_OFFSET = 1_700_000_000_123_456_789
 OWN_MNTNS = 4026531841

@@ -29,7 +29,7 @@ import pytest
 
 from conftest import collect
 from echo_open import OpenEvent, Tracer
-from echo_open.cli.render import resolved_marks
+from echo_open.render import resolved_marks
 
 PATH_MAX = 4096  # bytes, NUL included: 4095 bytes of path at most
 CLONE_NEWNS = 0x00020000

@@ -22,9 +22,9 @@ import typer
 
 from ..flags import parse_open_flag
 from ..loader import BPFError, LoadError, RecordBatch
+from ..render import JsonRenderer, TableRenderer
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
 from ..tracer import InvalidSetting, Stats, Tracer
-from .render import JsonRenderer, TableRenderer
 
 EXIT_OK = 0
 EXIT_FAILURE = 1

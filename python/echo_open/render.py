@@ -25,16 +25,17 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string
 from operator import attrgetter
 
 from echo_open._render import ffi as _ffi
 from echo_open._render import lib as _c
 
-from ..events import SYSCALL_NAMES, OpenEvent, decode_batch
-from ..flags import errno_name, flags_text_table
-from ..layout import EVENT_SIZE
-from ..loader import RecordBatch
+from .events import SYSCALL_NAMES, OpenEvent, decode_batch
+from .flags import errno_name, flags_text_table
+from .layout import EVENT_SIZE
+from .loader import RecordBatch
 
 # bytes that print as themselves; deleting them from a path leaves nothing when it is
 # safe (bytes.translate scans ~3x faster than a regular expression)
@@ -310,68 +311,131 @@ def _null(value: object | None) -> str:
     return "null" if value is None else f"{value}"
 
 
-# the keys, in order; the README's schema and the tests check this list
-JSON_KEYS = (
-    "ts_ns", "time", "latency_ns", "pid", "tid", "ppid", "uid", "gid", "mntns", "comm",
-    "comm_b64", "syscall", "dfd", "flags", "flags_text", "mode", "resolve", "ret", "fd",
-    "errno", "error", "truncated", "resolved_truncated", "resolved_canonical",
-    "resolved_deleted", "resolved_anonymous", "resolved_mntns", "path", "path_b64",
-    "resolved", "resolved_b64",
+def _quoted(value: str | None) -> str:
+    return "null" if value is None else f'"{value}"'
+
+
+@dataclass(frozen=True)
+class JsonField:
+    """One key of a JSON line: how Python writes its value (None: the wall-clock time,
+    from the renderer's clock), whether the value repeats from one open to the next
+    of a process (then its text is made once and memoised). C writes the value by the
+    id ``EOR_JSON_<KEY>`` in csrc/render.c."""
+
+    key: str
+    value: Callable[[OpenEvent], str] | None
+    repeats: bool = False
+
+
+def _path_text(e: OpenEvent) -> tuple[str, str]:
+    raw = e.path_bytes
+    # the common case inline: printable ASCII needs no escaping and no base64
+    if not raw.translate(None, _JSON_SAFE):
+        return f'"{raw.decode("ascii")}"', "null"
+    return _text_fields(raw)
+
+
+def _resolved_text(e: OpenEvent) -> tuple[str, str]:
+    raw = e.resolved_bytes
+    return _path_text(e) if raw == e.path_bytes else _text_fields(raw)
+
+
+# The keys of a JSON line, in order: the one table both writers follow (the README's
+# schema lists the same keys; the tests check it).
+JSON_FIELDS: tuple[JsonField, ...] = (
+    JsonField("ts_ns", lambda e: f"{e.ts_ns}"),
+    JsonField("time", None),
+    JsonField("latency_ns", lambda e: f"{e.latency_ns}"),
+    JsonField("pid", lambda e: f"{e.pid}", repeats=True),
+    JsonField("tid", lambda e: f"{e.tid}", repeats=True),
+    JsonField("ppid", lambda e: f"{e.ppid}", repeats=True),
+    JsonField("uid", lambda e: f"{e.uid}", repeats=True),
+    JsonField("gid", lambda e: f"{e.gid}", repeats=True),
+    JsonField("mntns", lambda e: f"{e.mntns}", repeats=True),
+    JsonField("comm", lambda e: _text_fields(e.comm_bytes)[0], repeats=True),
+    JsonField("comm_b64", lambda e: _text_fields(e.comm_bytes)[1], repeats=True),
+    JsonField("syscall", lambda e: f'"{e.syscall}"', repeats=True),
+    JsonField("dfd", lambda e: f"{e.dfd}", repeats=True),
+    JsonField("flags", lambda e: f"{e.flags}", repeats=True),
+    JsonField("flags_text", lambda e: f'"{e.flags_text}"', repeats=True),
+    JsonField("mode", lambda e: f"{e.mode}", repeats=True),
+    JsonField("resolve", lambda e: f"{e.resolve}", repeats=True),
+    JsonField("ret", lambda e: f"{e.ret}", repeats=True),
+    JsonField("fd", lambda e: _null(e.fd), repeats=True),
+    JsonField("errno", lambda e: _null(e.errno), repeats=True),
+    JsonField("error", lambda e: _quoted(e.error), repeats=True),
+    JsonField("truncated", lambda e: _bool(e.truncated), repeats=True),
+    JsonField("resolved_truncated", lambda e: _bool(e.resolved_truncated), repeats=True),
+    JsonField("resolved_canonical", lambda e: _bool(e.resolved_canonical), repeats=True),
+    JsonField("resolved_deleted", lambda e: _bool(e.resolved_deleted), repeats=True),
+    JsonField("resolved_anonymous", lambda e: _bool(e.resolved_anonymous), repeats=True),
+    JsonField("resolved_mntns", lambda e: f"{e.resolved_mntns}", repeats=True),
+    JsonField("path", lambda e: _path_text(e)[0]),
+    JsonField("path_b64", lambda e: _path_text(e)[1]),
+    JsonField("resolved", lambda e: _resolved_text(e)[0]),
+    JsonField("resolved_b64", lambda e: _resolved_text(e)[1]),
 )
+JSON_KEYS = tuple(field.key for field in JSON_FIELDS)
+# what a memoised run of repeating fields depends on
+_REPEAT_KEY = attrgetter("tid", "pid", "ppid", "uid", "gid", "mntns", "comm_raw", "syscall_id",
+                         "dfd", "flags", "mode", "resolve", "ret", "status", "resolved_how",
+                         "resolved_mntns")
 
 
-def _json_middle(e: OpenEvent) -> str:
-    """Everything between the timing and the paths: it repeats, so it is memoised."""
-    comm, comm_b64 = _text_fields(e.comm_bytes)
-    error = "null" if e.error is None else f'"{e.error}"'
-    return (f'"pid":{e.pid},"tid":{e.tid},"ppid":{e.ppid},"uid":{e.uid},"gid":{e.gid},'
-            f'"mntns":{e.mntns},"comm":{comm},"comm_b64":{comm_b64},'
-            f'"syscall":"{e.syscall}","dfd":{e.dfd},"flags":{e.flags},'
-            f'"flags_text":"{e.flags_text}","mode":{e.mode},"resolve":{e.resolve},'
-            f'"ret":{e.ret},"fd":{_null(e.fd)},"errno":{_null(e.errno)},"error":{error},'
-            f'"truncated":{_bool(e.truncated)},'
-            f'"resolved_truncated":{_bool(e.resolved_truncated)},'
-            f'"resolved_canonical":{_bool(e.resolved_canonical)},'
-            f'"resolved_deleted":{_bool(e.resolved_deleted)},'
-            f'"resolved_anonymous":{_bool(e.resolved_anonymous)},'
-            f'"resolved_mntns":{e.resolved_mntns},')
+def _json_key_text(index: int, key: str) -> str:
+    return ("{" if index == 0 else ",") + f'"{key}":'
+
+
+def _json_segments(clock: _Clock) -> list[Callable[[OpenEvent], str]]:
+    """The line as a list of writers, each of a run of keys: runs of repeating
+    fields are memoised as one text."""
+    segments: list[Callable[[OpenEvent], str]] = []
+    run: list[tuple[str, JsonField]] = []
+
+    def close_run() -> None:
+        if run:
+            fields = tuple(run)
+            segments.append(_Memo(_REPEAT_KEY, lambda e: "".join(
+                key + field.value(e) for key, field in fields)))
+            run.clear()
+
+    for index, field in enumerate(JSON_FIELDS):
+        key = _json_key_text(index, field.key)
+        if field.repeats:
+            run.append((key, field))
+            continue
+        close_run()
+        if field.value is None:
+            segments.append(lambda e, key=key: f'{key}"{clock(e.wall_ns)}Z"')
+        else:
+            segments.append(lambda e, key=key, value=field.value: key + value(e))
+    close_run()
+    return segments
 
 
 class JsonRenderer(_BatchRenderer):
-    """One JSON object per line. Strings are ASCII-only JSON; a path, resolved path or
-    comm that is not valid UTF-8 also comes as base64 of its exact bytes (``*_b64``)."""
+    """One JSON object per line, keys as in JSON_FIELDS. Strings are ASCII-only JSON; a
+    path, resolved path or comm that is not valid UTF-8 also comes as base64 of its exact
+    bytes (``*_b64``)."""
 
     def __init__(self) -> None:
-        self._clock = _Clock("%Y-%m-%dT%H:%M:%S", utc=True)
-        self._middle = _Memo(attrgetter("tid", "pid", "ppid", "uid", "gid", "mntns", "comm_raw",
-                                        "syscall_id", "dfd", "flags", "mode", "resolve", "ret",
-                                        "status", "resolved_how", "resolved_mntns"),
-                             _json_middle)
+        self._segments = _json_segments(_Clock("%Y-%m-%dT%H:%M:%S", utc=True))
 
     def header(self) -> str:
         return ""
 
     def _configure(self, options) -> None:
         options.json = 1
+        if len(JSON_FIELDS) > _c.EOR_JSON_MAX_FIELDS:
+            raise ValueError("more JSON keys than the C formatter takes")
+        for index, field in enumerate(JSON_FIELDS):
+            options.json_fields[index] = getattr(_c, f"EOR_JSON_{field.key.upper()}")
+            key = _json_key_text(index, field.key).encode("ascii")
+            if len(key) >= _c.EOR_JSON_KEY_LEN:
+                raise ValueError(f"JSON key too long for the C formatter: {field.key}")
+            options.json_keys[index][0:len(key)] = key
+        options.n_json_fields = len(JSON_FIELDS)
 
     def lines(self, events: list[OpenEvent]) -> str:
-        clock, middle = self._clock, self._middle
-        safe = _JSON_SAFE
-        out = []
-        append = out.append
-        for e in events:
-            path_raw = e.path_bytes
-            # the common case inline: printable ASCII needs no escaping and no base64
-            if path_raw.translate(None, safe):
-                path, path_b64 = _text_fields(path_raw)
-            else:
-                path, path_b64 = f'"{path_raw.decode("ascii")}"', "null"
-            resolved_raw = e.resolved_bytes
-            if resolved_raw == path_raw:
-                resolved, resolved_b64 = path, path_b64
-            else:
-                resolved, resolved_b64 = _text_fields(resolved_raw)
-            append(f'{{"ts_ns":{e.ts_ns},"time":"{clock(e.wall_ns)}Z",'
-                   f'"latency_ns":{e.latency_ns},{middle(e)}"path":{path},'
-                   f'"path_b64":{path_b64},"resolved":{resolved},"resolved_b64":{resolved_b64}}}\n')
-        return "".join(out)
+        segments = self._segments
+        return "".join("".join([segment(e) for segment in segments]) + "}\n" for e in events)
