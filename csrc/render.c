@@ -459,7 +459,10 @@ static char *put_json_line(char *p, struct eor_options *opt, const struct record
 							       : EOR_JSON_MAX_FIELDS;
 
 	for (uint32_t i = 0; i < n; i++) {
-		p = put_str(p, opt->json_keys[i]);
+		/* a fixed-size copy, then the key's length: no strlen per key (the
+		 * output has room: eor_max_line counts EOR_JSON_KEY_LEN per key) */
+		memcpy(p, opt->json_keys[i], EOR_JSON_KEY_LEN);
+		p += opt->json_key_len[i] < EOR_JSON_KEY_LEN ? opt->json_key_len[i] : 0;
 		p = put_json_value(p, opt, r, opt->json_fields[i]);
 	}
 	return PUT_LITERAL(p, "}\n");

@@ -68,6 +68,7 @@ struct eor_options {
 	char syscall_names[EOR_SYSCALL_NAMES][EOR_NAME_LEN];
 	uint32_t n_json_fields;
 	uint8_t json_fields[EOR_JSON_MAX_FIELDS];          /* enum eor_json_field, in order */
+	uint8_t json_key_len[EOR_JSON_MAX_FIELDS];
 	char json_keys[EOR_JSON_MAX_FIELDS][EOR_JSON_KEY_LEN]; /* ,"key": (the first: {"key":) */
 	/* the date part of the time, cached per second */
 	int64_t clock_second;

@@ -434,6 +434,7 @@ class JsonRenderer(_BatchRenderer):
             if len(key) >= _c.EOR_JSON_KEY_LEN:
                 raise ValueError(f"JSON key too long for the C formatter: {field.key}")
             options.json_keys[index][0:len(key)] = key
+            options.json_key_len[index] = len(key)
         options.n_json_fields = len(JSON_FIELDS)
 
     def lines(self, events: list[OpenEvent]) -> str:
