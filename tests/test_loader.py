@@ -19,6 +19,7 @@ import shutil
 import signal
 import struct
 import subprocess
+import sys
 import threading
 import time
 import weakref
@@ -727,3 +728,16 @@ def test_ring_argument_checks(obj: BPFObject) -> None:
     with pytest.raises(ValueError, match="closed"):
         ring.poll(0)
     ring.close()
+
+
+def test_the_loader_imports_without_the_tracer() -> None:
+    # the generic loader is for other tools too: it must not drag in the open tracer
+    code = ("import sys, echo_open.loader; "
+            "print(sorted(m for m in sys.modules if m.startswith('echo_open')))")
+    loaded_modules = subprocess.run([sys.executable, "-c", code], check=True,
+                                    capture_output=True, text=True).stdout
+    assert "echo_open.loader" in loaded_modules
+    for module in ("echo_open.tracer", "echo_open.events", "echo_open.render", "echo_open.cli"):
+        assert f"'{module}'" not in loaded_modules
+    import echo_open
+    assert all(getattr(echo_open, name) for name in echo_open.__all__)

@@ -1,14 +1,40 @@
-"""echo-open: every file open on a Linux machine, as it happens, with eBPF."""
+"""echo-open: every file open on a Linux machine, as it happens, with eBPF.
 
-from .events import OpenEvent
-from .system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
-from .tracer import InvalidSetting, Stats, Tracer
+The names below load on first use, so ``import echo_open.loader`` (the generic
+BPF loader) does not import the open tracer.
+"""
 
-__all__ = ["EnvironmentProblem", "InvalidSetting", "NoBTF", "NoTracefs", "NotPermitted",
-           "OpenEvent", "Stats", "Tracer"]
+from __future__ import annotations
+
+import importlib
+import logging as _logging
+from typing import TYPE_CHECKING
+
 __version__ = "0.1.0"
 
-import logging as _logging
+_EXPORTS = {
+    "OpenEvent": "events",
+    "EnvironmentProblem": "system", "NoBTF": "system", "NoTracefs": "system",
+    "NotPermitted": "system",
+    "InvalidSetting": "tracer", "Stats": "tracer", "Tracer": "tracer",
+}
+__all__ = ["EnvironmentProblem", "InvalidSetting", "NoBTF", "NoTracefs", "NotPermitted",
+           "OpenEvent", "Stats", "Tracer"]
+
+if TYPE_CHECKING:
+    from .events import OpenEvent
+    from .system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
+    from .tracer import InvalidSetting, Stats, Tracer
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'echo_open' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
 
 # a library logs; the application decides where it goes
 _logging.getLogger("echo_open").addHandler(_logging.NullHandler())

@@ -71,20 +71,3 @@ def parse_open_flag(text: str) -> int:
 def errno_name(number: int) -> str:
     """``ENOENT``; a number without a name as ``E<number>``."""
     return _errno.errorcode.get(number, f"E{number}")
-
-
-def errno_message(number: int) -> str:
-    return os.strerror(number)
-
-
-RESOLVE_FLAGS = {"RESOLVE_NO_XDEV": 0x01, "RESOLVE_NO_MAGICLINKS": 0x02,
-                 "RESOLVE_NO_SYMLINKS": 0x04, "RESOLVE_BENEATH": 0x08,
-                 "RESOLVE_IN_ROOT": 0x10, "RESOLVE_CACHED": 0x20}
-
-
-def resolve_text(resolve: int) -> str:
-    parts = [name for name, value in RESOLVE_FLAGS.items() if resolve & value]
-    rest = resolve & ~sum(RESOLVE_FLAGS.values())
-    if rest:
-        parts.append(hex(rest))
-    return "|".join(parts) or "0"

@@ -14,6 +14,16 @@ class Owned:
         """Release ``self._ptr`` (and what hangs on it); called once, with _ptr set."""
         raise NotImplementedError
 
+    def _describe(self) -> str:
+        """What this is, for messages: ``BPF object x.bpf.o``."""
+        return type(self).__name__
+
+    def _live(self) -> Any:
+        """The pointer, for a libbpf call; never a freed one: the one closed check."""
+        if self._ptr is None:
+            raise ValueError(f"{self._describe()} is closed")
+        return self._ptr
+
     def close(self) -> None:
         if self._ptr is not None:
             self._free()

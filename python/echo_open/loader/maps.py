@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -35,16 +34,10 @@ class Map:
         self.type = lib.bpf_map__type(ptr)
         self.key_size = lib.bpf_map__key_size(ptr)
         self.value_size = lib.bpf_map__value_size(ptr)
-        self._initial: bytearray | None = None  # initial_value()'s bytes until load
-        self._views: list[memoryview] = []
-
-    def _invalidate(self) -> None:
-        self._release_views()
-        self._ptr = None
 
     def _handle(self):
-        if self._ptr is None:
-            raise ValueError(f"map {self.name}: its object is closed")
+        # libbpf frees its maps with the object: never hand it a stale pointer
+        self._obj._live()
         return self._ptr
 
     @property
@@ -73,30 +66,11 @@ class Map:
         """
         if self._obj.loaded:
             raise ValueError(f"map {self.name}: initial value is fixed once loaded")
-        if self._initial is None:
-            size = ffi.new("size_t *")
-            ptr = lib.bpf_map__initial_value(self._handle(), size)
-            if ptr == ffi.NULL:
-                raise BPFError(ffi.errno or 22, f"bpf_map__initial_value({self.name})")
-            self._initial = bytearray(ffi.buffer(ffi.cast("char *", ptr), size[0]))
-        view = memoryview(self._initial)
-        self._views.append(view)
-        return view
-
-    def _commit_initial_value(self) -> None:
-        """Before load: copy what was written through initial_value() to libbpf."""
-        if self._initial is not None:
-            check(lib.bpf_map__set_initial_value(self._handle(), ffi.from_buffer(self._initial),
-                                                 len(self._initial)),
-                  f"bpf_map__set_initial_value({self.name})")
-
-    def _release_views(self) -> None:
-        for view in self._views:
-            # BufferError: exported further; it still points at our copy only
-            with contextlib.suppress(BufferError):
-                view.release()
-        self._views.clear()
-        self._initial = None
+        size = ffi.new("size_t *")
+        ptr = lib.bpf_map__initial_value(self._handle(), size)
+        if ptr == ffi.NULL:
+            raise BPFError(ffi.errno or 22, f"bpf_map__initial_value({self.name})")
+        return self._obj._stage(self, ffi.buffer(ffi.cast("char *", ptr), size[0]))
 
     # ---- element access (after load)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import weakref
 from collections.abc import Iterator
@@ -63,13 +64,9 @@ class Program:
         self.name = ffi.string(lib.bpf_program__name(ptr)).decode()
         self.section = ffi.string(lib.bpf_program__section_name(ptr)).decode()
 
-    def _invalidate(self) -> None:
-        self._ptr = None
-
     def _handle(self):
         # libbpf frees its programs with the object: never hand it a stale pointer
-        if self._ptr is None:
-            raise ValueError(f"program {self.name}: its object is closed")
+        self._obj._live()
         return self._ptr
 
     @property
@@ -90,9 +87,7 @@ class Program:
         ptr = lib.bpf_program__attach(self._handle())
         if ptr == ffi.NULL:
             raise BPFError(ffi.errno, f"attach {self.name} ({self.section})")
-        link = Link(ptr, self.name, owner=self._obj)
-        self._obj._links.add(link)
-        return link
+        return self._obj._adopt(Link(ptr, self.name, owner=self._obj))
 
     def __repr__(self) -> str:
         return f"<Program {self.name} {self.section}>"
@@ -110,7 +105,11 @@ class BPFObject(Owned):
         self.name = name
         self._keepalive = keepalive  # open_mem: libbpf may refer to the buffer until load
         self._links: weakref.WeakSet[Link] = weakref.WeakSet()
-        self.loaded = False
+        self._loaded = False
+        # .data/.rodata/.bss contents written before load: map name -> our copy, and the
+        # views handed out over it (released at load: a later write could not take effect)
+        self._staged: dict[str, bytearray] = {}
+        self._staged_views: list[memoryview] = []
         self.programs: dict[str, Program] = {}
         prog = lib.bpf_object__next_program(ptr, ffi.NULL)
         while prog != ffi.NULL:
@@ -147,9 +146,44 @@ class BPFObject(Owned):
             raise BPFError(ffi.errno, f"bpf_object__open_mem({name})", "".join(log))
         return cls(ptr, name, keepalive=(data, buffer))
 
-    def _check_open(self) -> None:
-        if self._ptr is None:
-            raise ValueError(f"BPF object {self.name} is closed")
+    def _describe(self) -> str:
+        return f"BPF object {self.name}"
+
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
+    # ---- what its programs and maps ask of it
+
+    def _adopt(self, link: Link) -> Link:
+        """A link made from one of its programs: closed with the object."""
+        self._links.add(link)
+        return link
+
+    def _stage(self, bpf_map: Map, initial: bytes) -> memoryview:
+        """A writable view of the map's initial contents until load (a copy of
+        ``initial``, libbpf's own, made on first use); load() hands it to libbpf."""
+        if self._loaded:
+            raise ValueError(f"map {bpf_map.name}: initial value is fixed once loaded")
+        staged = self._staged.setdefault(bpf_map.name, bytearray(initial))
+        view = memoryview(staged)
+        self._staged_views.append(view)
+        return view
+
+    def _commit_staged(self) -> None:
+        for name, staged in self._staged.items():
+            bpf_map = self.maps[name]
+            check(lib.bpf_map__set_initial_value(bpf_map._handle(), ffi.from_buffer(staged),
+                                                 len(staged)),
+                  f"bpf_map__set_initial_value({name})")
+
+    def _release_staged(self) -> None:
+        for view in self._staged_views:
+            # BufferError: exported further; it still points at our copy only
+            with contextlib.suppress(BufferError):
+                view.release()
+        self._staged_views.clear()
+        self._staged.clear()
 
     def program(self, name: str) -> Program:
         try:
@@ -163,8 +197,8 @@ class BPFObject(Owned):
         libbpf names those after the object (``myprog.rodata``, cut to 15 characters).
         """
         found = self.maps.get(name)
-        if found is None and name.startswith(".") and self._ptr is not None:
-            ptr = lib.bpf_object__find_map_by_name(self._ptr, name.encode())
+        if found is None and name.startswith("."):
+            ptr = lib.bpf_object__find_map_by_name(self._live(), name.encode())
             if ptr != ffi.NULL:
                 found = next((m for m in self.maps.values() if m._ptr == ptr), None)
         if found is None:
@@ -173,19 +207,17 @@ class BPFObject(Owned):
 
     def load(self) -> None:
         """Load into the kernel; a failure raises LoadError holding the verifier log."""
-        self._check_open()
+        ptr = self._live()
         try:
-            for bpf_map in self.maps.values():
-                bpf_map._commit_initial_value()
+            self._commit_staged()
             with capture_log() as log:
-                ret = lib.bpf_object__load(self._ptr)
+                ret = lib.bpf_object__load(ptr)
         finally:
             # libbpf never loads an object twice, even after a failure
-            for bpf_map in self.maps.values():
-                bpf_map._release_views()
+            self._release_staged()
         if ret < 0:
             raise LoadError(-ret, f"bpf_object__load({self.name})", "".join(log))
-        self.loaded = True
+        self._loaded = True
 
     def attach_all(self) -> list[Link]:
         """Attach every program that is set to load; detach them all if one fails."""
@@ -206,10 +238,7 @@ class BPFObject(Owned):
     def _free(self) -> None:
         for link in list(self._links):
             link.close()
-        for bpf_map in self.maps.values():
-            bpf_map._invalidate()
-        for program in self.programs.values():
-            program._invalidate()
+        self._release_staged()
         lib.bpf_object__close(self._ptr)
         self._keepalive = None
 
@@ -217,5 +246,5 @@ class BPFObject(Owned):
         return self
 
     def __repr__(self) -> str:
-        state = "closed" if self._ptr is None else ("loaded" if self.loaded else "opened")
+        state = "closed" if self.closed else ("loaded" if self.loaded else "opened")
         return f"<BPFObject {self.name} {state}>"

@@ -115,17 +115,15 @@ class RingBuffer(Owned):
         return self._batch.oversized
 
     def fileno(self) -> int:
-        self._handle()
+        self._live()
         return self._epoll.fileno()
 
-    def _handle(self):
-        if self._ptr is None:
-            raise ValueError("ring buffer is closed")
-        return self._ptr
+    def _describe(self) -> str:
+        return "ring buffer"
 
     def poll(self, timeout: float | None = None) -> RecordBatch:
         """Wait up to ``timeout`` seconds (None: until woken) and drain one batch."""
-        ptr = self._handle()
+        ptr = self._live()
         if self._batch.count:
             return self._take()
         if self._more:
@@ -138,7 +136,7 @@ class RingBuffer(Owned):
 
     def consume(self) -> RecordBatch:
         """Drain one batch of what is there now, without waiting."""
-        ptr = self._handle()
+        ptr = self._live()
         self._epoll.poll(0)  # fileno() turns readable again only for new wake-ups
         return self._consume(ptr)
 
