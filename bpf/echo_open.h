@@ -13,6 +13,8 @@
 #define ECHO_OPEN_H
 
 #define EO_PATH_MAX 4096      /* bytes of a path we deliver whole (kernel PATH_MAX) */
+#define EO_MAX_TAIL 8192      /* what a record carries after its header: path + resolved
+                                 path, 2 * EO_PATH_MAX (a number: cffi's cdef needs one) */
 #define EO_NAME_MAX 256       /* one path component plus NUL (kernel NAME_MAX + 1) */
 #define EO_COMM_LEN 16
 #define EO_MAX_PREFIXES 8     /* --path-prefix values */

@@ -12,6 +12,8 @@
 #include "echo_open.h"
 #include "render.h"
 
+_Static_assert(EO_MAX_TAIL == 2 * EO_PATH_MAX, "a record's tail: two whole paths");
+
 #define ONES 0x0101010101010101ULL
 #define HIGHS 0x8080808080808080ULL
 
@@ -475,10 +477,13 @@ uint64_t eor_max_line(uint64_t tail_size)
 	       6 * (EO_COMM_LEN + 2 * tail_size);
 }
 
-int eor_render(struct eor_options *opt, const char *heads, uint64_t head_size,
-	       const char *tails, const uint32_t *tail_sizes, uint64_t count,
-	       struct eor_cursor *cursor, char *out, uint64_t out_cap)
+int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
+	       uint64_t head_size, const char *tails, uint64_t tails_len,
+	       const uint32_t *tail_sizes, uint64_t count, struct eor_cursor *cursor,
+	       char *out, uint64_t out_cap)
 {
+	if (head_size != sizeof(struct eo_event))
+		return EOR_BAD;
 	while (cursor->record < count) {
 		uint64_t i = cursor->record;
 		uint64_t tail_size = tail_sizes[i];
@@ -488,11 +493,16 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t head_size,
 		size_t path_len;
 		int shows_resolved;
 
+		/* a record is its head and its tail, inside the buffers; no longer than
+		 * a path and a resolved path (each line then fits an empty output) */
+		if (i >= heads_len / head_size || cursor->tail_offset > tails_len ||
+		    tail_size > tails_len - cursor->tail_offset || tail_size > EO_MAX_TAIL ||
+		    eor_max_line(tail_size) > out_cap)
+			return EOR_BAD;
 		if (out_cap - cursor->out_len < eor_max_line(tail_size))
 			return EOR_FULL;
 		memset(&r, 0, sizeof(r));
-		memcpy(&r.ev, heads + i * head_size,
-		       head_size < sizeof(r.ev) ? head_size : sizeof(r.ev));
+		memcpy(&r.ev, heads + i * head_size, sizeof(r.ev));
 		nul = memchr(r.ev.comm, 0, EO_COMM_LEN);
 		/* point into the batch, not the copy on this stack */
 		r.comm = (const unsigned char *)heads + i * head_size +

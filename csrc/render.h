@@ -27,6 +27,7 @@ enum eor_stop {
 	EOR_DONE = 0,       /* every record rendered */
 	EOR_SLOW = 1,       /* cursor.record needs the Python renderer */
 	EOR_FULL = 2,       /* the output buffer has no room for cursor.record */
+	EOR_BAD = 3,        /* cursor.record lies outside the buffers given, or is too long */
 };
 
 /*
@@ -83,10 +84,15 @@ struct eor_cursor {
 	uint64_t out_len;       /* bytes written to the output buffer */
 };
 
-/* Render records cursor.record..count; returns an enum eor_stop. */
-int eor_render(struct eor_options *opt, const char *heads, uint64_t head_size,
-	       const char *tails, const uint32_t *tail_sizes, uint64_t count,
-	       struct eor_cursor *cursor, char *out, uint64_t out_cap);
+/*
+ * Render records cursor.record..count; returns an enum eor_stop. Every length
+ * is checked against the buffers' sizes: heads holds heads_len bytes (records
+ * of head_size == sizeof(struct eo_event)), tails tails_len, tail_sizes count.
+ */
+int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
+	       uint64_t head_size, const char *tails, uint64_t tails_len,
+	       const uint32_t *tail_sizes, uint64_t count, struct eor_cursor *cursor,
+	       char *out, uint64_t out_cap);
 
 /* The most bytes one record can take in the output. */
 uint64_t eor_max_line(uint64_t tail_size);

@@ -32,6 +32,7 @@ def record(rng: random.Random) -> tuple[bytes, bytes]:
     path = rng.choice(PATHS)
     how = rng.choice([c.EO_RESOLVED_NONE, c.EO_RESOLVED_FILE, c.EO_RESOLVED_JOINED])
     resolved = b"" if how == c.EO_RESOLVED_NONE else rng.choice([*PATHS[:14], b"/cwd/" + path])
+    resolved = resolved[-(c.EO_PATH_MAX - 1):]  # the kernel cuts it so, keeping the leaf end
     values = {name: 0 for name in EVENT_FIELDS}
     values.update(
         ts_ns=rng.randrange(1 << 50), latency_ns=rng.randrange(1 << 32),
@@ -114,3 +115,38 @@ def test_output_bigger_than_the_buffer_comes_in_several_chunks():
 
 def test_an_empty_batch_renders_nothing():
     assert rendered_in_c(TableRenderer(), batch_of([])) == b""
+
+
+def _malformed(rng: random.Random) -> list[RecordBatch]:
+    """Batches whose lengths disagree: each must be refused, never read out of bounds."""
+    good = [record(rng) for _ in range(4)]
+    batch = batch_of(good)
+    sizes = batch.tail_sizes
+    return [
+        RecordBatch(EVENT_SIZE, batch.heads[:-1], batch.tails, sizes),            # short heads
+        RecordBatch(EVENT_SIZE, batch.heads[:EVENT_SIZE], batch.tails, sizes),    # one head
+        RecordBatch(EVENT_SIZE, batch.heads, batch.tails[:-1], sizes),            # short tails
+        RecordBatch(EVENT_SIZE, batch.heads, b"", sizes),                         # no tails
+        RecordBatch(EVENT_SIZE, batch.heads, batch.tails,
+                    array("I", [*sizes[:-1], 0xFFFFFFFF])),                       # huge length
+        RecordBatch(EVENT_SIZE, batch.heads, batch.tails + b"x" * 9000,
+                    array("I", [*sizes[:-1], sizes[-1] + 9000])),                 # over a tail
+        RecordBatch(EVENT_SIZE, batch.heads, batch.tails, array("i", [-1] * 4)),  # negative
+    ]
+
+
+@pytest.mark.parametrize("renderer", [TableRenderer, JsonRenderer,
+                                      lambda: TableRenderer(resolved=True, extended=True)])
+def test_a_batch_whose_lengths_disagree_is_refused_not_read_out_of_bounds(renderer):
+    for batch in _malformed(random.Random(7)):
+        with pytest.raises(ValueError):
+            rendered_in_c(renderer(), batch)
+        with pytest.raises(ValueError):
+            rendered_in_python(renderer(), batch)
+
+
+def test_sizes_that_are_not_uint32_are_refused():
+    batch = batch_of([record(random.Random(3))])
+    with pytest.raises(ValueError, match="array"):
+        rendered_in_c(JsonRenderer(), RecordBatch(EVENT_SIZE, batch.heads, batch.tails,
+                                                  array("Q", batch.tail_sizes)))

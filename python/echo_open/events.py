@@ -10,7 +10,7 @@ from collections import namedtuple
 from echo_open._layout import lib as _c
 
 from .flags import errno_name, flags_text
-from .layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT
+from .layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT, MAX_TAIL
 from .loader import RecordBatch
 
 SYSCALL_NAMES = {
@@ -218,6 +218,11 @@ def decode_batch(batch: RecordBatch, wall_offset_ns: int = 0) -> list[OpenEvent]
     """
     if batch.head_size != EVENT_SIZE:
         raise ValueError(f"batch heads are {batch.head_size} bytes, events {EVENT_SIZE}")
+    if len(batch.heads) != len(batch) * EVENT_SIZE:
+        raise ValueError(f"the batch has {len(batch)} tail sizes and {len(batch.heads)} bytes "
+                         f"of {EVENT_SIZE}-byte heads")
+    if len(batch) and not 0 <= min(batch.tail_sizes) <= max(batch.tail_sizes) <= MAX_TAIL:
+        raise ValueError(f"a record of the batch has a tail size outside 0..{MAX_TAIL}")
     # thousands of new tuples per call would set off cyclic-GC passes over every
     # young object (a third of the decode time); these tuples hold no cycles
     collecting = gc.isenabled()
@@ -245,4 +250,7 @@ def _decode(batch: RecordBatch, wall_offset_ns: int) -> list[OpenEvent]:
                                         tails[path_end:offset + tail_size],
                                         fields[i_ts] + wall_offset_ns)))
         offset += tail_size
+    if offset > len(tails):
+        raise ValueError(f"the batch's tail sizes add up to {offset} bytes, its tails hold "
+                         f"{len(tails)}")
     return events

@@ -49,8 +49,7 @@ COMM_LEN = lib.EO_COMM_LEN
 MAX_PREFIXES = lib.EO_MAX_PREFIXES
 PREFIX_MAX = lib.EO_PREFIX_MAX
 MAX_FILTER_IDS = lib.EO_MAX_FILTER_IDS
-# what one record may carry after its header: the path and the resolved path
-MAX_TAIL = 2 * PATH_MAX
+MAX_TAIL = lib.EO_MAX_TAIL  # what one record may carry after its header
 
 
 def new_config():

@@ -34,7 +34,7 @@ from echo_open._render import lib as _c
 
 from .events import SYSCALL_NAMES, OpenEvent, decode_batch
 from .flags import errno_name, flags_text_table
-from .layout import EVENT_SIZE
+from .layout import EVENT_SIZE, MAX_TAIL
 from .loader import RecordBatch
 
 # bytes that print as themselves; deleting them from a path leaves nothing when it is
@@ -182,15 +182,20 @@ class _BatchRenderer:
         options.wall_offset_ns = wall_offset_ns
         out, cursor = self._out, self._cursor
         cursor.record = cursor.tail_offset = cursor.out_len = 0
+        if getattr(batch.tail_sizes, "itemsize", None) != 4:
+            raise ValueError("a batch's tail_sizes is an array('I')")
         heads = _ffi.from_buffer("char[]", batch.heads)
         tails = _ffi.from_buffer("char[]", batch.tails)
         sizes = _ffi.from_buffer("uint32_t[]", batch.tail_sizes)
         events = None
         while True:
-            stop = _c.eor_render(options, heads, EVENT_SIZE, tails, sizes, count, cursor,
-                                 out, _OUT_BYTES)
+            stop = _c.eor_render(options, heads, len(heads), EVENT_SIZE, tails, len(tails),
+                                 sizes, count, cursor, out, _OUT_BYTES)
             if stop == _c.EOR_DONE:
                 break
+            if stop == _c.EOR_BAD:
+                raise ValueError(f"record {cursor.record} of the batch lies outside its "
+                                 f"buffers or is longer than {MAX_TAIL} bytes after its head")
             if stop == _c.EOR_SLOW:
                 # one record for the reference renderer; the rest go on in C
                 if events is None:
