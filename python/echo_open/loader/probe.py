@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._binding import ffi, lib
 from .errors import BPFError
+from .maps import Map
 
 PROG_TYPE_TRACEPOINT = lib.BPF_PROG_TYPE_TRACEPOINT
 PROG_TYPE_TRACING = lib.BPF_PROG_TYPE_TRACING
@@ -39,6 +40,11 @@ def helper_supported(prog_type: int, helper_id: int) -> bool:
     """Whether a program of ``prog_type`` may call helper ``helper_id``."""
     return _answer(lib.libbpf_probe_bpf_helper(prog_type, helper_id, ffi.NULL),
                    f"libbpf_probe_bpf_helper({prog_type}, {helper_id})")
+
+
+def map_type(bpf_map: Map) -> int:
+    """A map's BPF_MAP_TYPE_*."""
+    return lib.bpf_map__type(bpf_map._handle())
 
 
 def libbpf_version_string() -> str:
