@@ -154,18 +154,19 @@ def run_checks(object_path: str | os.PathLike | None = None) -> list[Finding]:
     findings = [_libbpf(), _privileges(caps), _paranoid(caps), _unprivileged_bpf(caps),
                 _bpf_stats(), _btf()]
     privileged = all(f.status is not Status.FAIL for f in findings[:3])
+    clear = first_blocker(findings) is None  # nothing so far stops the load
     tracefs_here = _mounted_tracefs()
     missing = [fs for fs, absent in (("tracefs", tracefs_here is None),
                                      ("securityfs", not os.path.ismount(_SECURITYFS)))
                if absent]
     if missing and system.has_cap(caps, system.CAP_SYS_ADMIN):
-        later = _in_private_mounts(missing, lambda: _mount_dependent(path, privileged))
+        later = _in_private_mounts(missing, lambda: _mount_dependent(path, privileged, clear))
         if "tracefs" in missing:
             later = [replace(f, found=f"not mounted; it can be: echo-open mounts it at "
                                       f"{system.TRACEFS} when it starts")
                      if f.check == "tracefs" and f.status is Status.OK else f for f in later]
     else:
-        later = _mount_dependent(path, privileged)
+        later = _mount_dependent(path, privileged, clear)
     return findings + later
 
 
@@ -256,10 +257,10 @@ def _mounted_tracefs() -> Path | None:
     return None
 
 
-def _mount_dependent(path: Path, privileged: bool) -> list[Finding]:
+def _mount_dependent(path: Path, privileged: bool, clear: bool) -> list[Finding]:
     """The checks that need tracefs (and securityfs) mounted, where they are."""
-    findings = [_lockdown(), _tracefs()]
-    tracefs = None if findings[-1].status is Status.FAIL else _mounted_tracefs()
+    findings = [_lockdown(), _tracefs(privileged)]
+    tracefs = _mounted_tracefs() if findings[-1].status is Status.OK else None
     try:
         from .loader import BPFError, BPFObject
     except ImportError:
@@ -273,7 +274,7 @@ def _mount_dependent(path: Path, privileged: bool) -> list[Finding]:
     findings += _tracepoints(sections, tracefs)
     findings += _btf_tracepoints(sections)
     findings += _features(privileged)
-    findings.append(_load(path, tracefs, privileged and first_blocker(findings) is None))
+    findings.append(_load(path, tracefs, clear and first_blocker(findings) is None))
     return findings
 
 
@@ -296,7 +297,7 @@ def _lockdown() -> Finding:
     return ok("lockdown", level)
 
 
-def _tracefs() -> Finding:
+def _tracefs(privileged: bool) -> Finding:
     root = _mounted_tracefs()
     if root is not None:
         try:
@@ -304,6 +305,8 @@ def _tracefs() -> Finding:
                 return ok("tracefs", f"mounted at {root}")
         except PermissionError:
             pass
+        if not privileged:
+            return skip("tracefs", f"{root} is unreadable without the privileges above")
         return fail("tracefs", f"{root}: permission denied", "run as root, or add "
                     "CAP_DAC_READ_SEARCH (tracepoint ids are read there)", Blocker.NO_TRACEFS)
     if not system.TRACEFS.is_dir():
@@ -367,6 +370,8 @@ def _btf_tracepoints(sections: list[str]) -> list[Finding]:
     events = [s.split("/", 1)[1] for s in sections if s.startswith("tp_btf/")]
     if not events:
         return []
+    if not system.BTF_PATH.exists():
+        return [skip(f"tp_btf {event}", "the kernel has no BTF") for event in events]
     try:
         typedefs = btf_typedef_names(system.BTF_PATH.read_bytes())
     except (OSError, ValueError) as exc:

@@ -70,7 +70,7 @@ Examples:
 
 Commands:
 
-  echo-open doctor                 check whether this machine can trace (--json)
+  echo-open doctor                 can this machine trace? (--json)
 
   echo-open -- doctor              trace a command that is named doctor
 """
