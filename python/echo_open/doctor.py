@@ -327,7 +327,7 @@ def attached_tracepoints(sections: Iterable[str]) -> list[tuple[str, str]]:
     (a bare ``tracepoint`` section is a tail-call target: never attached)."""
     found = []
     for section in sections:
-        parts = section.split("/")
+        parts = section.lstrip("?").split("/")
         if parts[0] in ("tracepoint", "tp") and len(parts) == 3:
             found.append((parts[1], parts[2]))
     return found
