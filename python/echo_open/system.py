@@ -103,8 +103,8 @@ def paranoid_problem(caps: int | None = None) -> str | None:
         return None
     if perf_events_allowed():
         return None
-    return (f"kernel.perf_event_paranoid is {paranoid}: this kernel then lets only "
-            f"CAP_SYS_ADMIN attach tracepoints ({PARANOID_FIX})")
+    return (f"kernel.perf_event_paranoid is {paranoid}: on this kernel only CAP_SYS_ADMIN "
+            f"may then attach tracepoints; {PARANOID_FIX}")
 
 
 def check_privileges() -> None:
