@@ -67,6 +67,19 @@ uint32_t libbpf_major_version(void);
 uint32_t libbpf_minor_version(void);
 int libbpf_num_possible_cpus(void);
 int libbpf_strerror(int err, char *buf, size_t size);
+const char *libbpf_version_string(void);
+
+/* kernel feature probes (echo-open doctor): 1 supported, 0 not, <0 -errno */
+int libbpf_probe_bpf_prog_type(int prog_type, const void *opts);
+int libbpf_probe_bpf_map_type(int map_type, const void *opts);
+int libbpf_probe_bpf_helper(int prog_type, int helper_id, const void *opts);
+static const int BPF_PROG_TYPE_TRACEPOINT;
+static const int BPF_PROG_TYPE_TRACING;
+static const int BPF_MAP_TYPE_RINGBUF;
+static const int BPF_MAP_TYPE_TASK_STORAGE;
+static const int BPF_MAP_TYPE_PROG_ARRAY;
+static const int BPF_FUNC_loop;
+static const int BPF_FUNC_task_storage_get;
 
 struct bpf_object *bpf_object__open_file(const char *path, const struct bpf_object_open_opts *opts);
 struct bpf_object *bpf_object__open_mem(const void *obj_buf, size_t obj_buf_sz,

@@ -381,3 +381,63 @@ def test_sigterm_with_a_command_passes_it_on_and_exits_with_its_status():
     assert status == 128 + signal.SIGTERM
     assert "events shown" in err and "Traceback" not in err
     assert not progs & _bpf_prog_ids(), "programs left in the kernel"
+
+
+# ---- --version and subcommands
+
+
+def _mapped_libbpf(pid: int) -> str:
+    paths = {line.split()[5] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
+             if len(line.split()) == 6 and "/libbpf.so" in line.split()[5]}
+    assert len(paths) == 1, paths
+    return paths.pop()
+
+
+def test_version_shows_echo_open_libbpf_kernel_and_object_without_privileges():
+    import hashlib
+
+    import echo_open
+    from echo_open.tracer import default_object_path
+
+    done = subprocess.run([*NOBODY_WITH, ECHO_OPEN, "--version"], capture_output=True,
+                          text=True, timeout=20)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""
+    own, libbpf, kernel, bpf_object = done.stdout.splitlines()
+    assert own == f"echo-open {echo_open.__version__}"
+    # this process runs the same binding: the libbpf it maps is the one reported
+    library = _mapped_libbpf(os.getpid())
+    assert re.fullmatch(rf"libbpf \d+\.\d+(\.\d+)? \(system: {re.escape(library)}\)", libbpf)
+    assert kernel == f"kernel {os.uname().release}"
+    shipped = default_object_path()
+    build_id = hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]
+    assert bpf_object == f"bpf object {build_id} ({shipped})"
+
+
+def test_version_says_when_libbpf_does_not_load(tmp_path):
+    # a libbpf.so.1 without libbpf's symbols, as a too-old or broken install would be
+    (tmp_path / "empty.c").write_text("int not_libbpf;\n")
+    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libbpf.so.1", "-o",
+                    str(tmp_path / "libbpf.so.1"), str(tmp_path / "empty.c")], check=True)
+    env = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path)}
+    done = subprocess.run([ECHO_OPEN, "--version"], capture_output=True, text=True,
+                          timeout=20, env=env)
+    assert done.returncode == 0 and "Traceback" not in done.stderr
+    libbpf = done.stdout.splitlines()[1]
+    assert libbpf.startswith("libbpf: does not load: ") and "undefined symbol" in libbpf
+    assert done.stdout.splitlines()[2] == f"kernel {os.uname().release}"
+    # the tracer and doctor say so in one line too, with an exit status
+    traced = subprocess.run([ECHO_OPEN, "-d", "0.1"], capture_output=True, text=True,
+                            timeout=20, env=env)
+    assert traced.returncode == 1 and traced.stderr.count("\n") == 1
+    assert traced.stderr.startswith("echo-open: libbpf does not load: ")
+    checked = subprocess.run([ECHO_OPEN, "doctor"], capture_output=True, text=True,
+                             timeout=60, env=env)
+    assert checked.returncode == 1 and "Traceback" not in checked.stderr
+    assert checked.stdout.startswith("FAIL  libbpf: the binding does not load: ")
+
+
+def test_help_mentions_doctor_and_version():
+    done = subprocess.run([ECHO_OPEN, "--help"], capture_output=True, text=True, timeout=20)
+    assert done.returncode == 0
+    assert "echo-open doctor" in done.stdout and "--version" in done.stdout

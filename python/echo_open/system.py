@@ -5,12 +5,14 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import struct
 from pathlib import Path
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
 TRACEFS = Path("/sys/kernel/tracing")
 _DEBUGFS_TRACING = Path("/sys/kernel/debug/tracing")
 
+CAP_DAC_READ_SEARCH = 2
 CAP_SYS_ADMIN = 21
 CAP_PERFMON = 38
 CAP_BPF = 39
@@ -39,13 +41,81 @@ def effective_caps() -> int:
     return 0
 
 
+def has_cap(caps: int, cap: int) -> bool:
+    return bool(caps >> cap & 1)
+
+
+def may_load_bpf(caps: int) -> bool:
+    """Root's CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON: what loading tracing programs needs."""
+    return has_cap(caps, CAP_SYS_ADMIN) or (has_cap(caps, CAP_BPF) and has_cap(caps, CAP_PERFMON))
+
+
+def read_sysctl(name: str) -> int | None:
+    """An integer sysctl such as ``kernel.perf_event_paranoid``; None if it does not exist."""
+    try:
+        return int(Path("/proc/sys", *name.split(".")).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+# perf_event_open(2): libc has no wrapper, and the number differs by architecture
+_PERF_EVENT_OPEN_NR = {"x86_64": 298, "aarch64": 241, "riscv64": 241, "ppc64le": 319,
+                       "s390x": 331}
+_PERF_TYPE_SOFTWARE = 1
+_PERF_COUNT_SW_DUMMY = 9
+_PERF_ATTR_SIZE_VER0 = 64
+_PERF_ATTR_DISABLED_EXCLUDE_KERNEL_HV = 1 << 0 | 1 << 5 | 1 << 6
+_PERF_FLAG_FD_CLOEXEC = 1 << 3
+
+
+def perf_events_allowed() -> bool:
+    """Whether this process may open a perf event at all: the way tracepoints are attached.
+
+    Debian's kernels (and Android's) carry a patch that makes kernel.perf_event_paranoid=3
+    refuse every perf_event_open without CAP_SYS_ADMIN, CAP_PERFMON or not; upstream
+    kernels (this 6.18 one) accept 3 and ignore it. Only asking the kernel tells which:
+    a disabled dummy software event on this process, closed at once.
+    """
+    number = _PERF_EVENT_OPEN_NR.get(os.uname().machine)
+    if number is None:  # unknown architecture: assume the strict (patched) kernel
+        return False
+    attr = struct.pack("<IIQQQQQ", _PERF_TYPE_SOFTWARE, _PERF_ATTR_SIZE_VER0,
+                       _PERF_COUNT_SW_DUMMY, 0, 0, 0, _PERF_ATTR_DISABLED_EXCLUDE_KERNEL_HV)
+    attr = attr.ljust(_PERF_ATTR_SIZE_VER0, b"\0")
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    fd = libc.syscall(ctypes.c_long(number), ctypes.c_char_p(attr), ctypes.c_int(0),
+                      ctypes.c_int(-1), ctypes.c_int(-1), ctypes.c_ulong(_PERF_FLAG_FD_CLOEXEC))
+    if fd < 0:
+        return ctypes.get_errno() not in (errno.EACCES, errno.EPERM)
+    os.close(fd)
+    return True
+
+
+PARANOID_FIX = "run as root (sudo echo-open), or: sysctl kernel.perf_event_paranoid=2"
+
+
+def paranoid_problem(caps: int | None = None) -> str | None:
+    """Why kernel.perf_event_paranoid stops this process attaching tracepoints, or None."""
+    caps = effective_caps() if caps is None else caps
+    paranoid = read_sysctl("kernel.perf_event_paranoid")
+    if has_cap(caps, CAP_SYS_ADMIN) or paranoid is None or paranoid <= 2:
+        return None
+    if perf_events_allowed():
+        return None
+    return (f"kernel.perf_event_paranoid is {paranoid}: on this kernel only CAP_SYS_ADMIN "
+            f"may then attach tracepoints; {PARANOID_FIX}")
+
+
 def check_privileges() -> None:
     caps = effective_caps()
-    has = lambda cap: bool(caps >> cap & 1)  # noqa: E731
-    if has(CAP_SYS_ADMIN) or (has(CAP_BPF) and has(CAP_PERFMON)):
-        return
-    raise NotPermitted("echo-open needs root, or CAP_BPF and CAP_PERFMON "
-                       "(try: sudo echo-open)")
+    if not may_load_bpf(caps):
+        raise NotPermitted("echo-open needs root, or CAP_BPF and CAP_PERFMON "
+                           "(try: sudo echo-open)")
+    problem = paranoid_problem(caps)
+    if problem:
+        # refused up front: at attach time it would be a bare "Permission denied"
+        raise NotPermitted(problem)
 
 
 def check_btf() -> None:

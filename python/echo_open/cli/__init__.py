@@ -9,6 +9,7 @@ COMMAND, the command's own status (128+N if signal N ended it; 127 not found);
 from __future__ import annotations
 
 import errno
+import json
 import logging
 import os
 import shutil
@@ -20,11 +21,18 @@ from typing import Annotated
 
 import typer
 
+from .. import doctor as _doctor
 from ..flags import parse_open_flag
-from ..loader import BPFError, LoadError, RecordBatch
-from ..render import JsonRenderer, TableRenderer
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
-from ..tracer import InvalidSetting, Stats, Tracer
+
+try:
+    from ..loader import BPFError, LoadError, RecordBatch
+    from ..render import JsonRenderer, TableRenderer
+    from ..tracer import InvalidSetting, Stats, Tracer
+except ImportError as exc:  # libbpf missing or too old: --version and doctor still run
+    _BINDING_ERROR: ImportError | None = exc
+else:
+    _BINDING_ERROR = None
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -59,6 +67,12 @@ Examples:
   echo-open --json -d 10 > o.jsonl ten seconds of JSON lines
 
   echo-open -x -- make             what make and its children failed to open
+
+Commands:
+
+  echo-open doctor                 can this machine trace? (--json)
+
+  echo-open -- doctor              trace a command that is named doctor
 """
 
 
@@ -112,6 +126,23 @@ def _open_flag(value: str | int) -> int:
         return parse_open_flag(value)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+
+
+def _print_version(value: bool) -> None:
+    """--version: what runs here, in four lines (no privileges, nothing loaded)."""
+    if not value:
+        return
+    facts = _doctor.installation()
+    if facts.libbpf_error:
+        libbpf = f"libbpf: does not load: {facts.libbpf_error}"
+    else:
+        where = "bundled" if facts.libbpf_bundled else "system"
+        libbpf = f"libbpf {facts.libbpf_version} ({where}: {facts.libbpf_path})"
+    bpf_object = (f"bpf object {facts.object_build_id} ({facts.object_path})"
+                  if facts.object_build_id else
+                  f"bpf object: unreadable: {facts.object_path}: {facts.object_error}")
+    print(f"echo-open {facts.version}\n{libbpf}\nkernel {facts.kernel_release}\n{bpf_object}")
+    raise typer.Exit(EXIT_OK)
 
 
 def _positive(value: float | None) -> float | None:
@@ -191,6 +222,10 @@ def trace(
         help="Ring buffer size (power of two).")] = 4 << 20,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
                        ] = False,
+    version: Annotated[bool, typer.Option(
+        "--version", is_eager=True, callback=_print_version,
+        help="Show the versions of echo-open, libbpf, the kernel and the BPF object.")
+    ] = False,
     command: Annotated[list[str] | None, typer.Argument(
         metavar="[-- COMMAND [ARG...]]",
         help="Run COMMAND and trace only it and the processes it starts.")] = None,
@@ -199,6 +234,10 @@ def trace(
     if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
         print("echo-open: output error: standard output is closed", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT)
+    if _BINDING_ERROR is not None:
+        print(f"echo-open: libbpf does not load: {_BINDING_ERROR} (install libbpf1 >= 1.1)",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_FAILURE)
     child = None
     if command:
         if pid or tid:
@@ -384,9 +423,59 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
         output.show(batch)
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
-                  context_settings={"help_option_names": ["-h", "--help"]})
-app.command(epilog=EXAMPLES)(trace)
+_BLOCKER_EXIT = {_doctor.Blocker.NOT_PERMITTED: EXIT_NOT_PERMITTED,
+                 _doctor.Blocker.NO_BTF: EXIT_NO_BTF,
+                 _doctor.Blocker.NO_TRACEFS: EXIT_NO_TRACEFS,
+                 _doctor.Blocker.KERNEL_REFUSED: EXIT_BPF,
+                 _doctor.Blocker.NO_LIBBPF: EXIT_FAILURE}
+
+
+def doctor(
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON object: every finding, and the exit status.")] = False,
+) -> None:
+    """Check, item by item, whether this machine can trace; exit as the tracer would fail
+    (0: tracing will work, warnings allowed)."""
+    findings = _doctor.run_checks()
+    blocker = _doctor.first_blocker(findings)
+    status = EXIT_OK if blocker is None else _BLOCKER_EXIT[blocker]
+    warnings = sum(f.status is _doctor.Status.WARN for f in findings)
+    if json_out:
+        print(json.dumps({"findings": [f.as_json() for f in findings],
+                          "will_trace": blocker is None, "warnings": warnings,
+                          "exit_status": status}))
+        raise typer.Exit(status)
+    for finding in findings:
+        fix = f"; to fix: {finding.fix}" if finding.fix else ""
+        print(f"{finding.status.value:<4}  {finding.check}: {finding.found}{fix}")
+    if blocker is None:
+        print(f"echo-open doctor: tracing will work ({warnings} warning"
+              f"{'' if warnings == 1 else 's'})")
+    else:
+        print(f"echo-open doctor: tracing will not work here (exit {status})")
+    raise typer.Exit(status)
+
+
+def _typer_app(command, **settings: object) -> typer.Typer:
+    one = typer.Typer(add_completion=False, rich_markup_mode=None,
+                      pretty_exceptions_enable=False,
+                      context_settings={"help_option_names": ["-h", "--help"]})
+    one.command(**settings)(command)
+    return one
+
+
+app = _typer_app(trace, epilog=EXAMPLES)
+# `echo-open NAME ...` runs a subcommand; every other first argument (an option, `--`)
+# goes to the tracer, so `echo-open -- doctor` traces a command named doctor
+SUBCOMMANDS: dict[str, typer.Typer] = {"doctor": _typer_app(doctor)}
+
+
+def _dispatch() -> None:
+    args = sys.argv[1:]
+    if args and args[0] in SUBCOMMANDS:
+        SUBCOMMANDS[args[0]](args=args[1:], prog_name=f"echo-open {args[0]}")
+    else:
+        app()
 
 
 def main() -> None:
@@ -394,7 +483,7 @@ def main() -> None:
     if sys.stderr is None:  # fd 2 closed: print(file=None) would write to stdout
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (for the process's life)
     try:
-        app()
+        _dispatch()
     except KeyboardInterrupt:  # Ctrl-C before the tracer started
         sys.exit(EXIT_OK)
     except Exception as exc:  # a bug: one line, unless asked for the traceback
