@@ -441,3 +441,19 @@ def test_help_mentions_doctor_and_version():
     done = subprocess.run([ECHO_OPEN, "--help"], capture_output=True, text=True, timeout=20)
     assert done.returncode == 0
     assert "echo-open doctor" in done.stdout and "--version" in done.stdout
+
+
+def test_shell_completion_completes_options_and_open_flag_names():
+    def complete(*words: str) -> list[str]:
+        env = dict(os.environ, _ECHO_OPEN_COMPLETE="complete_bash",
+                   COMP_WORDS=" ".join(["echo-open", *words]), COMP_CWORD=str(len(words)))
+        done = subprocess.run([ECHO_OPEN], env=env, capture_output=True, text=True, timeout=20)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert complete("-f", "O_WR") == ["O_WRONLY"]
+    assert complete("-f", "O_C") == ["O_CLOEXEC", "O_CREAT"]
+    assert "--ring-size" in complete("--ring")
+    script = subprocess.run([ECHO_OPEN, "--show-completion", "bash"], capture_output=True,
+                            text=True, timeout=20)
+    assert script.returncode == 0 and "_ECHO_OPEN_COMPLETE" in script.stdout

@@ -22,7 +22,7 @@ from typing import Annotated
 import typer
 
 from .. import doctor as _doctor
-from ..flags import parse_open_flag
+from ..flags import OPEN_FLAGS, parse_open_flag
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
 
 try:
@@ -118,6 +118,13 @@ def _size(value: str | int) -> int:
         raise typer.BadParameter(f"{value!r} is not a size like 16M") from None
 
 
+def _complete_open_flag(incomplete: str) -> list[str]:
+    """Shell completion of -f: the flag names that start with what is typed."""
+    typed = incomplete.upper()
+    return sorted(name for name in OPEN_FLAGS
+                  if not name.startswith("_") and name.startswith(typed))
+
+
 def _open_flag(value: str | int) -> int:
     """``O_WRONLY``, ``creat`` or a number -> the flag's value (a parser)."""
     if isinstance(value, int):
@@ -205,7 +212,7 @@ def trace(
         "-d", "--duration", callback=_positive, metavar="SECONDS",
         help="Stop after this many seconds.")] = None,
     flag: Annotated[list[int], typer.Option(
-        "-f", "--flag", metavar="FLAG", parser=_open_flag,
+        "-f", "--flag", metavar="FLAG", parser=_open_flag, autocompletion=_complete_open_flag,
         help="Only opens with any of these flags (O_WRONLY...).")] = [],  # noqa: B006
     full_path: Annotated[bool, typer.Option(
         "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
@@ -456,15 +463,17 @@ def doctor(
     raise typer.Exit(status)
 
 
-def _typer_app(command, **settings: object) -> typer.Typer:
-    one = typer.Typer(add_completion=False, rich_markup_mode=None,
+def _typer_app(command, completion: bool = False, **settings: object) -> typer.Typer:
+    one = typer.Typer(add_completion=completion, rich_markup_mode=None,
                       pretty_exceptions_enable=False,
                       context_settings={"help_option_names": ["-h", "--help"]})
     one.command(**settings)(command)
     return one
 
 
-app = _typer_app(trace, epilog=EXAMPLES)
+# --install-completion / --show-completion: bash, zsh, fish (the tracer's options and -f's
+# flag names)
+app = _typer_app(trace, completion=True, epilog=EXAMPLES)
 # `echo-open NAME ...` runs a subcommand; every other first argument (an option, `--`)
 # goes to the tracer, so `echo-open -- doctor` traces a command named doctor
 SUBCOMMANDS: dict[str, typer.Typer] = {"doctor": _typer_app(doctor)}
