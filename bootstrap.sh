@@ -88,7 +88,7 @@ case "$command" in
         install_apt "${BENCH_APT_PACKAGES[@]}"
         setup
         mount_tracefs
-        .venv/bin/ruff check python tests bench build.py
+        .venv/bin/ruff check python tests bench build.py packaging
         # from tests/, so the installed package is imported, not ./python
         cd tests && exec ../.venv/bin/python -m pytest "$@" ;;
     *)
