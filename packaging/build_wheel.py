@@ -138,7 +138,9 @@ def add_licences(wheel: Path, raw_extensions: list[Path]) -> list[str]:
     with zipfile.ZipFile(wheel) as archive:
         entries = {info.filename: archive.read(info) for info in archive.infolist()
                    if not info.is_dir()}
+        dates = {info.filename: info.date_time for info in archive.infolist()}
     (dist_info,) = {name.split("/", 1)[0] for name in entries if ".dist-info/" in name}
+    build_date = dates[f"{dist_info}/METADATA"]  # for the files added here
     bundled = sorted(name.split("/", 1)[1] for name in entries
                      if name.startswith("echo_open.libs/"))
     if not bundled:
@@ -162,8 +164,9 @@ def add_licences(wheel: Path, raw_extensions: list[Path]) -> list[str]:
         if not copyright_file.is_file():
             raise BuildError(f"{copyright_file} is missing: cannot ship {package}'s licence")
         target = f"licenses/bundled/{package}.copyright"
-        entries[f"{dist_info}/{target}"] = copyright_file.read_bytes()
-        licence_files.append(target)
+        if target not in licence_files:  # two libraries of one package: one file
+            entries[f"{dist_info}/{target}"] = copyright_file.read_bytes()
+            licence_files.append(target)
         index.append(f"echo_open.libs/{name}: {original} from {package} {version} "
                      f"(source package {source}); licence: {package}.copyright")
     entries[f"{dist_info}/licenses/bundled/README"] = ("\n".join(index) + "\n").encode()
@@ -186,9 +189,10 @@ def add_licences(wheel: Path, raw_extensions: list[Path]) -> list[str]:
 
     rewritten = wheel.with_suffix(".tmp")
     with zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED) as archive:
-        # RECORD last, as wheel installers expect; keep the executable bit on libraries
-        for name in [*sorted(set(entries) - {record_name}), record_name]:
-            info = zipfile.ZipInfo(name, date_time=(2026, 1, 1, 0, 0, 0))
+        # .dist-info at the end and RECORD last, as PEP 427 advises; libraries stay executable
+        order = sorted(set(entries) - {record_name}, key=lambda n: (n.startswith(dist_info), n))
+        for name in [*order, record_name]:
+            info = zipfile.ZipInfo(name, date_time=dates.get(name, build_date))
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = (0o755 if name.endswith(".so") or ".so." in name
                                   else 0o644) << 16
