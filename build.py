@@ -247,11 +247,16 @@ def header_cdef(path: pathlib.Path) -> str:
     return _TYPEDEFS + cdef
 
 
+# the stable ABI of CPython 3.10, as CMake's USE_SABI 3.10 builds the wheel's modules
+# (cffi's C would otherwise define Py_LIMITED_API unversioned): one build for 3.10 and later
+LIMITED_API = {"define_macros": [("Py_LIMITED_API", "0x030A0000")], "py_limited_api": True}
+
+
 def libbpf_builder() -> FFI:
     ffi = FFI()
     ffi.cdef(LIBBPF_CDEF)
     ffi.set_source("echo_open._libbpf", LIBBPF_SOURCE, libraries=["bpf"],
-                   extra_compile_args=["-O2"])
+                   extra_compile_args=["-O2"], **LIMITED_API)
     return ffi
 
 
@@ -259,7 +264,7 @@ def layout_builder() -> FFI:
     ffi = FFI()
     ffi.cdef(header_cdef(BPF_DIR / "echo_open.h"))
     ffi.set_source("echo_open._layout", '#include <linux/types.h>\n#include "echo_open.h"\n',
-                   include_dirs=[str(BPF_DIR)])
+                   include_dirs=[str(BPF_DIR)], **LIMITED_API)
     return ffi
 
 
@@ -268,7 +273,8 @@ def render_builder() -> FFI:
     ffi.cdef(header_cdef(CSRC_DIR / "render.h"))
     # one translation unit: the module's source includes the formatter's
     ffi.set_source("echo_open._render", '#include "render.c"\n',
-                   include_dirs=[str(CSRC_DIR), str(BPF_DIR)], extra_compile_args=["-O2"])
+                   include_dirs=[str(CSRC_DIR), str(BPF_DIR)], extra_compile_args=["-O2"],
+                   **LIMITED_API)
     return ffi
 
 
