@@ -6,6 +6,7 @@ import json
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -387,8 +388,10 @@ def test_sigterm_with_a_command_passes_it_on_and_exits_with_its_status():
 
 
 def _mapped_libbpf(pid: int) -> str:
+    # the system's libbpf.so.1.x, or the wheel's echo_open.libs/libbpf-<hash>.so.1.x
     paths = {line.split()[5] for line in Path(f"/proc/{pid}/maps").read_text().splitlines()
-             if len(line.split()) == 6 and "/libbpf.so" in line.split()[5]}
+             if len(line.split()) == 6
+             and re.search(r"/libbpf(-[0-9a-f]+)?\.so", line.split()[5])}
     assert len(paths) == 1, paths
     return paths.pop()
 
@@ -407,19 +410,39 @@ def test_version_shows_echo_open_libbpf_kernel_and_object_without_privileges():
     assert own == f"echo-open {echo_open.__version__}"
     # this process runs the same binding: the libbpf it maps is the one reported
     library = _mapped_libbpf(os.getpid())
-    assert re.fullmatch(rf"libbpf \d+\.\d+(\.\d+)? \(system: {re.escape(library)}\)", libbpf)
+    where = "bundled" if Path(library).parent.name == "echo_open.libs" else "system"
+    assert re.fullmatch(rf"libbpf \d+\.\d+(\.\d+)? \({where}: {re.escape(library)}\)", libbpf)
     assert kernel == f"kernel {os.uname().release}"
     shipped = default_object_path()
     build_id = hashlib.sha256(shipped.read_bytes()).hexdigest()[:16]
     assert bpf_object == f"bpf object {build_id} ({shipped})"
 
 
-def test_version_says_when_libbpf_does_not_load(tmp_path):
-    # a libbpf.so.1 without libbpf's symbols, as a too-old or broken install would be
+def _package_with_a_broken_libbpf(tmp_path: Path) -> dict[str, str]:
+    """A copy of the installed package whose libbpf has none of libbpf's symbols (as a
+    too-old or broken install would be); the environment that imports that copy."""
+    import echo_open
+
+    site = Path(echo_open.__file__).parent.parent
+    copy = tmp_path / "site"
+    shutil.copytree(site / "echo_open", copy / "echo_open")
+    (binding,) = (copy / "echo_open").glob("_libbpf*.so")
+    needed = subprocess.run(["readelf", "-d", str(binding)], capture_output=True, text=True,
+                            check=True).stdout
+    (soname,) = re.findall(r"NEEDED.*\[(libbpf[^\]]*)\]", needed)
     (tmp_path / "empty.c").write_text("int not_libbpf;\n")
-    subprocess.run(["cc", "-shared", "-fPIC", "-Wl,-soname,libbpf.so.1", "-o",
-                    str(tmp_path / "libbpf.so.1"), str(tmp_path / "empty.c")], check=True)
-    env = {**os.environ, "LD_LIBRARY_PATH": str(tmp_path)}
+    fake = tmp_path / "lib" / soname
+    if (site / "echo_open.libs").is_dir():  # the wheel's copy, found through the RPATH
+        shutil.copytree(site / "echo_open.libs", copy / "echo_open.libs")
+        fake = copy / "echo_open.libs" / soname
+    fake.parent.mkdir(exist_ok=True)
+    subprocess.run(["cc", "-shared", "-fPIC", f"-Wl,-soname,{soname}", "-o", str(fake),
+                    str(tmp_path / "empty.c")], check=True)
+    return {**os.environ, "PYTHONPATH": str(copy), "LD_LIBRARY_PATH": str(tmp_path / "lib")}
+
+
+def test_version_says_when_libbpf_does_not_load(tmp_path):
+    env = _package_with_a_broken_libbpf(tmp_path)
     done = subprocess.run([ECHO_OPEN, "--version"], capture_output=True, text=True,
                           timeout=20, env=env)
     assert done.returncode == 0 and "Traceback" not in done.stderr

@@ -300,3 +300,15 @@ def test_the_api_traces_a_child_with_the_bundled_libbpf(venv: Path, isolated,
     assert opens[0]["fd"] >= 0 and opens[0]["error"] is None
     # and the system's copy really was out of reach
     assert probe["system_libbpf"].startswith("OSError"), probe["system_libbpf"]
+
+
+def test_version_and_doctor_name_the_bundled_libbpf(venv: Path, isolated) -> None:
+    libs = site_packages(venv).resolve() / "echo_open.libs"
+    (bundled,) = libs.glob("libbpf-*")
+    version = isolated([str(venv / "bin" / "echo-open"), "--version"])
+    assert version.returncode == 0, version.stderr
+    patch = re.search(r"\.so\.(\d+\.\d+\.\d+)$", bundled.name).group(1)
+    assert version.stdout.splitlines()[1] == f"libbpf {patch} (bundled: {bundled})"
+    checked = isolated([str(venv / "bin" / "echo-open"), "doctor"], timeout=180)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert f"ok    libbpf: {patch} (bundled: {bundled})" in checked.stdout.splitlines()

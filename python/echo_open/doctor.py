@@ -109,10 +109,11 @@ class Installation:
 
 
 def mapped_libbpf() -> str | None:
-    """The libbpf file this process has mapped, from /proc/self/maps."""
+    """The libbpf file this process has mapped, from /proc/self/maps: the system's
+    libbpf.so.1.x, or the wheel's echo_open.libs/libbpf-<hash>.so.1.x."""
     for line in Path("/proc/self/maps").read_text().splitlines():
         fields = line.split(maxsplit=5)
-        if len(fields) == 6 and os.path.basename(fields[5]).startswith("libbpf.so"):
+        if len(fields) == 6 and re.match(r"libbpf(-[0-9a-f]+)?\.so", os.path.basename(fields[5])):
             return fields[5]
     return None
 
