@@ -166,12 +166,20 @@ def test_tracefs_that_cannot_be_mounted_is_reported():
     (["-u", "-5"], "-u"),
     (["--ring-size", "3M"], "--ring-size"),
     (["-n", "a-name-longer-than-15"], "-n"),
+    (["-d", "nan"], "-d"),
+    (["-d", "inf"], "-d"),
+    (["-d", "1e20"], "-d"),
+    (["-f"], "-f"),
+    (["--jsn"], "--jsn"),
+    (["doctor", "--bogus"], "--bogus"),
 ])
 def test_bad_values_are_usage_errors_naming_the_option(args, option):
     done = subprocess.run([ECHO_OPEN, *args], capture_output=True, text=True, timeout=20)
     assert done.returncode == 2
     assert option in done.stderr
-    assert "Traceback" not in done.stderr
+    # one line, not click's usage block and suggestions
+    assert done.stderr.startswith("echo-open: ") and done.stderr.count("\n") == 1, done.stderr
+    assert done.stdout == ""
 
 
 def test_help_shows_examples():
@@ -480,3 +488,40 @@ def test_shell_completion_completes_options_and_open_flag_names():
     script = subprocess.run([ECHO_OPEN, "--show-completion", "bash"], capture_output=True,
                             text=True, timeout=20)
     assert script.returncode == 0 and "_ECHO_OPEN_COMPLETE" in script.stdout
+
+
+@pytest.mark.parametrize("content", [b"not a program\n", b"\x7fELF garbage"])
+def test_a_command_that_cannot_be_executed_exits_126(tmp_path, content):
+    command = tmp_path / "not-runnable"
+    command.write_bytes(content)
+    command.chmod(0o644)
+    done = subprocess.run([ECHO_OPEN, "--", str(command)], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 126
+    assert done.stderr == f"echo-open: permission denied (not executable): {command}\n"
+    command.chmod(0o755)  # executable, but no format the kernel runs
+    done = subprocess.run([ECHO_OPEN, "--", str(command)], capture_output=True, text=True,
+                          timeout=20)
+    assert done.returncode == 126, done.stderr
+    assert "Exec format error" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_command_gets_default_signal_dispositions():
+    # Python ignores SIGPIPE and SIGXFSZ; a traced command must not inherit that
+    script = 'grep -E "^Sig(Ign|Blk)" /proc/self/status; yes | head -1 >/dev/null; ' \
+             'echo "yes: ${PIPESTATUS[0]}"'
+    done = subprocess.run([ECHO_OPEN, "-n", "no-such-name", "--", "bash", "-c", script],
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()[1:]  # after the table header
+    assert lines == ["SigBlk:\t0000000000000000", "SigIgn:\t0000000000000000",
+                     f"yes: {128 + signal.SIGPIPE}"]
+
+
+def test_sigint_to_the_tracer_alone_ends_the_command_too():
+    cli = Cli("--", "sleep", "30")
+    started = time.monotonic()
+    status, err = cli.stop(signal.SIGINT)  # to the tracer's pid only, not its group
+    assert time.monotonic() - started < 5
+    assert status == 128 + signal.SIGINT
+    assert "events shown" in err and "Traceback" not in err

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -42,6 +43,7 @@ EXIT_NO_TRACEFS = 72
 EXIT_OUTPUT = 74
 EXIT_NOT_PERMITTED = 77
 EXIT_NO_BTF = 78
+EXIT_COMMAND_NOT_EXECUTABLE = 126
 EXIT_COMMAND_NOT_FOUND = 127
 
 _ENV_EXIT = {NotPermitted: EXIT_NOT_PERMITTED, NoBTF: EXIT_NO_BTF, NoTracefs: EXIT_NO_TRACEFS}
@@ -152,9 +154,14 @@ def _print_version(value: bool) -> None:
     raise typer.Exit(EXIT_OK)
 
 
+_LONGEST_DURATION = 1e9
+
+
 def _positive(value: float | None) -> float | None:
-    if value is not None and value <= 0:
-        raise typer.BadParameter("must be a positive number of seconds")
+    # nan and inf parse as floats; a deadline past any real run is a typo
+    if value is not None and not (0 < value <= _LONGEST_DURATION and math.isfinite(value)):
+        raise typer.BadParameter(f"must be a number of seconds above 0 and at most "
+                                 f"{_LONGEST_DURATION:.0f} (about 31 years)")
     return value
 
 
@@ -249,9 +256,10 @@ def trace(
     if command:
         if pid or tid:
             raise typer.BadParameter("a COMMAND is traced by itself: no -p/-t with it")
-        if shutil.which(command[0]) is None:
-            print(f"echo-open: command not found: {command[0]}", file=sys.stderr)
-            raise typer.Exit(EXIT_COMMAND_NOT_FOUND)
+        problem = _command_problem(command[0])
+        if problem:
+            print(f"echo-open: {problem[1]}: {command[0]}", file=sys.stderr)
+            raise typer.Exit(problem[0])
         child = _HeldCommand(command)
         pid = [child.pid]
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
@@ -275,6 +283,29 @@ def trace(
     raise typer.Exit(_run(tracer, renderer, duration, child))
 
 
+def _command_problem(name: str) -> tuple[int, str] | None:
+    """Why COMMAND cannot run, as a shell says it: 127 not found, 126 not executable."""
+    if shutil.which(name) is not None:
+        return None
+    if "/" in name:
+        candidates = [name]
+    else:
+        candidates = [os.path.join(folder or ".", name)
+                      for folder in os.environ.get("PATH", os.defpath).split(os.pathsep)]
+    if any(os.path.exists(path) and not os.path.isdir(path) for path in candidates):
+        return EXIT_COMMAND_NOT_EXECUTABLE, "permission denied (not executable)"
+    return EXIT_COMMAND_NOT_FOUND, "command not found"
+
+
+# how long a COMMAND may take to end on its own Ctrl-C before the tracer passes its SIGINT on
+_CTRL_C_GRACE = 0.5
+
+# what the tracer (Python) ignores or blocks, and COMMAND must not inherit: under the tracer
+# `yes | head -1` must end with SIGPIPE as it does without it
+_DEFAULT_DISPOSITIONS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM,
+                         signal.SIGQUIT, signal.SIGHUP)
+
+
 class _HeldCommand:
     """COMMAND forked but held before exec until the tracer is attached, so its pid
     is in the kernel's filter before it runs a single instruction of its own."""
@@ -288,10 +319,15 @@ class _HeldCommand:
                 released = os.read(read_end, 1)
                 os.close(read_end)
                 if released:
+                    for signum in _DEFAULT_DISPOSITIONS:
+                        signal.signal(signum, signal.SIG_DFL)
+                    signal.pthread_sigmask(signal.SIG_SETMASK, [])
                     os.execvp(argv[0], argv)
             except OSError as exc:
                 os.write(2, f"echo-open: {argv[0]}: {exc.strerror}\n".encode())
-                os._exit(EXIT_COMMAND_NOT_FOUND)
+                # as a shell: 127 when there is no such file, 126 when it cannot be run
+                os._exit(EXIT_COMMAND_NOT_FOUND if exc.errno == errno.ENOENT
+                         else EXIT_COMMAND_NOT_EXECUTABLE)
             os._exit(EXIT_FAILURE)  # the tracer went away without a go
         os.close(read_end)
         self.status: int | None = None
@@ -315,6 +351,14 @@ class _HeldCommand:
             if pid:
                 self.status = os.waitstatus_to_exitcode(status)
         return self.status is not None
+
+    def exited_within(self, seconds: float) -> bool:
+        deadline = time.monotonic() + seconds
+        while not self.exited():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
 
     def wait(self) -> int:
         if self.status is None:
@@ -369,9 +413,12 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
                 child.kill()
         _print_summary(stats, output.shown)
         if child is not None and status == EXIT_OK:
-            # stopped early (Ctrl-C also reached the command; SIGTERM is passed on)
+            # stopped early: SIGTERM is passed on; a Ctrl-C at the terminal reached the
+            # command too, but a SIGINT sent to the tracer alone must not leave us waiting
             if stop.signum == signal.SIGTERM and not child.exited():
                 os.kill(child.pid, signal.SIGTERM)
+            elif stop.signum == signal.SIGINT and not child.exited_within(_CTRL_C_GRACE):
+                os.kill(child.pid, signal.SIGINT)
             return child.wait()
         return status
 
@@ -479,12 +526,34 @@ app = _typer_app(trace, completion=True, epilog=EXAMPLES)
 SUBCOMMANDS: dict[str, typer.Typer] = {"doctor": _typer_app(doctor)}
 
 
+# click's exceptions, found through the one typer exports (typer vendors click, older
+# typers import it): a usage error is one line here, not click's usage block
+_CLICK_ERRORS = {c.__name__: c for c in typer.BadParameter.__mro__}
+_UsageError = _CLICK_ERRORS["UsageError"]
+_ClickException = _CLICK_ERRORS["ClickException"]
+
+
+def _run_app(one: typer.Typer, args: list[str], prog_name: str) -> None:
+    try:
+        status = one(args=args, prog_name=prog_name, standalone_mode=False)
+    except _UsageError as exc:
+        message = " ".join(exc.format_message().split())  # suggestions come on new lines
+        print(f"echo-open: {message} (see {prog_name} --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except _ClickException as exc:
+        print(f"echo-open: {' '.join(exc.format_message().split())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:  # Ctrl-C while the options were read, before any tracing
+        sys.exit(EXIT_OK)
+    sys.exit(status if isinstance(status, int) else EXIT_OK)
+
+
 def _dispatch() -> None:
     args = sys.argv[1:]
     if args and args[0] in SUBCOMMANDS:
-        SUBCOMMANDS[args[0]](args=args[1:], prog_name=f"echo-open {args[0]}")
+        _run_app(SUBCOMMANDS[args[0]], args[1:], f"echo-open {args[0]}")
     else:
-        app()
+        _run_app(app, args, "echo-open")
 
 
 def main() -> None:
