@@ -525,3 +525,74 @@ def test_sigint_to_the_tracer_alone_ends_the_command_too():
     assert time.monotonic() - started < 5
     assert status == 128 + signal.SIGINT
     assert "events shown" in err and "Traceback" not in err
+
+
+STORM = ("import os\n"
+         "for i in range(400000):\n"
+         "    try:\n"
+         "        os.open('/nonexistent-eo-storm/' + str(i), os.O_RDONLY)\n"
+         "    except OSError:\n"
+         "        pass\n")
+
+
+def _stalled_tracer(*args: str) -> tuple[subprocess.Popen, subprocess.Popen]:
+    """echo-open tracing a storm of opens into a pipe nobody reads: its writes block."""
+    tracer = subprocess.Popen([ECHO_OPEN, "-n", "eo-storm", *args], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert tracer.stderr.readline().decode().startswith(READY)
+    storm = subprocess.Popen([sys.executable, "-c",
+                              "import ctypes; ctypes.CDLL(None).prctl(15, b'eo-storm');"
+                              + STORM])
+    # the pipe (64 KiB) fills: the tracer's writes block
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and _pipe_fill(tracer) < 60 << 10:
+        time.sleep(0.05)
+    assert _pipe_fill(tracer) >= 60 << 10
+    return tracer, storm
+
+
+def _pipe_fill(proc: subprocess.Popen) -> int:
+    import fcntl
+    import termios
+
+    pending = bytearray(4)
+    fcntl.ioctl(proc.stdout.fileno(), termios.FIONREAD, pending)
+    return int.from_bytes(pending, sys.byteorder)
+
+
+@pytest.mark.parametrize("how", ["sigint", "duration"])
+def test_a_stalled_reader_does_not_hold_the_tracer(how):
+    tracer, storm = _stalled_tracer(*(["-d", "3"] if how == "duration" else []))
+    try:
+        progs = _bpf_prog_ids_of(tracer.pid)
+        assert progs
+        started = time.monotonic()
+        if how == "sigint":
+            tracer.send_signal(signal.SIGINT)
+            limit = 2.0  # the grace (0.5 s), detaching (~0.5 s), noise
+        else:
+            limit = 3 + 2.0
+        status = tracer.wait(timeout=30)
+        elapsed = time.monotonic() - started
+        err = tracer.stderr.read().decode()
+    finally:
+        storm.kill()
+        storm.wait()
+    assert status == 0, err
+    assert elapsed < limit, f"exited {elapsed:.1f} s after the stop"
+    assert "not shown" in err and "Traceback" not in err
+    assert not progs & _bpf_prog_ids(), "programs left in the kernel"
+
+
+def test_a_reader_that_goes_away_stops_the_tracer_without_a_write():
+    # `echo-open -n zzqq | head -1`: nothing matches, so no write would fail
+    tracer = subprocess.Popen([ECHO_OPEN, "-n", "zzqq-no-such"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    assert tracer.stderr.readline().decode().startswith(READY)
+    progs = _bpf_prog_ids_of(tracer.pid)
+    assert tracer.stdout.readline().startswith(b"PID")
+    tracer.stdout.close()
+    status = tracer.wait(timeout=10)
+    assert status == 0
+    assert "events shown" in tracer.stderr.read().decode()
+    assert not progs & _bpf_prog_ids(), "programs left in the kernel"

@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import select
 import shutil
 import signal
 import sys
@@ -83,26 +84,61 @@ class PrefixOn(str, Enum):
     resolved = "resolved"
 
 
+class _OutputStalled(Exception):
+    """A write to stdout was still blocked _WRITE_GRACE seconds after a stop."""
+
+
+# how long output may take to get out once tracing is to stop: a stalled reader of stdout
+# must not hold the tracer (and its programs in the kernel) for longer
+_WRITE_GRACE = 0.5
+
+
 class _StopSignals:
-    """SIGINT and SIGTERM set a flag instead of raising, so a batch is never cut in half."""
+    """SIGINT and SIGTERM, and -d's SIGALRM, set a flag instead of raising, so a batch is
+    never cut in half; but a write still blocked _WRITE_GRACE seconds after the stop is
+    cut short (_OutputStalled), whatever the reader of stdout does."""
 
     def __init__(self) -> None:
-        self.signum = 0  # the last stop signal received
+        self.signum = 0          # the last stop signal received
+        self.expired = False     # -d ran out
+        self.writing = False     # in a write to stdout: the moment a stall can be cut
+        self.cut_writes = False  # the grace is over: end any write at once
+        self._in_grace = False
         self._previous: dict[int, object] = {}
 
     @property
     def raised(self) -> bool:
-        return self.signum != 0
+        return self.signum != 0 or self.expired
+
+    def expire_after(self, seconds: float) -> None:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+
+    def allow_writes_for(self, seconds: float) -> None:
+        self._in_grace = True
+        self.cut_writes = False
+        signal.setitimer(signal.ITIMER_REAL, seconds)
 
     def _set(self, signum: int, frame: object) -> None:
-        self.signum = signum
+        if signum == signal.SIGALRM:
+            if self._in_grace:
+                self.cut_writes = True
+            else:
+                self.expired = True
+                self.allow_writes_for(_WRITE_GRACE)
+        else:
+            if not self.raised:
+                self.allow_writes_for(_WRITE_GRACE)
+            self.signum = signum
+        if self.writing and self.cut_writes:
+            raise _OutputStalled
 
     def __enter__(self) -> _StopSignals:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
             self._previous[signum] = signal.signal(signum, self._set)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
 
@@ -393,10 +429,12 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
                 return EXIT_NOT_PERMITTED
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
-        output = _Output(renderer, tracer.wall_offset_ns)
+        output = _Output(renderer, tracer.wall_offset_ns, stop)
         status = EXIT_OK
         try:
             _stream(tracer, output, duration, stop, child)
+        except _OutputStalled:
+            pass  # the reader of stdout stopped reading: what it did not take is not shown
         except BrokenPipeError:
             # the reader went away (e.g. `| head`): stop quietly
             devnull = os.open(os.devnull, os.O_WRONLY)
@@ -424,23 +462,44 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
 
 
 class _Output:
-    """Rendered batches to stdout as UTF-8, one write per chunk (a batch is one or a
-    few), counted."""
+    """Rendered batches to stdout as UTF-8, written straight to its fd (no buffer to
+    flush at exit), counted; a closed pipe is noticed without waiting for a write."""
 
-    def __init__(self, renderer: TableRenderer | JsonRenderer, wall_offset_ns: int) -> None:
+    def __init__(self, renderer: TableRenderer | JsonRenderer, wall_offset_ns: int,
+                 stop: _StopSignals) -> None:
         self.renderer = renderer
         self.wall_offset_ns = wall_offset_ns
         self.shown = 0
-        self._stdout = sys.stdout.buffer
+        self._stop = stop
+        sys.stdout.flush()
+        self._fd = sys.stdout.fileno()
+        # POLLERR/POLLHUP are reported without being asked for: the reader of a pipe went
+        # away (`echo-open | head -1`), a terminal hung up
+        self._watch = select.poll()
+        self._watch.register(self._fd, 0)
+
+    def gone(self) -> bool:
+        return bool(self._watch.poll(0))
+
+    def _write(self, data: bytes | memoryview) -> None:
+        stop = self._stop
+        view = memoryview(data).cast("B")
+        stop.writing = True
+        try:
+            while view:
+                if stop.cut_writes:
+                    raise _OutputStalled
+                written = os.write(self._fd, view)
+                view = view[written:]
+        finally:
+            stop.writing = False
 
     def write_header(self) -> None:
-        self._stdout.write(self.renderer.header().encode("utf-8"))
-        self._stdout.flush()
+        self._write(self.renderer.header().encode("utf-8"))
 
     def show(self, batch: RecordBatch) -> None:
         for chunk in self.renderer.render_batch(batch, self.wall_offset_ns):
-            self._stdout.write(chunk)
-        self._stdout.flush()
+            self._write(chunk)
         self.shown += len(batch)
 
 
@@ -453,11 +512,15 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
     print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
           "Ctrl-C to stop", file=sys.stderr, flush=True)
     deadline = None if duration is None else time.monotonic() + duration
+    if duration is not None:
+        stop.expire_after(duration)  # also ends a write that blocks past the deadline
     last_check = time.monotonic()
     checked = Stats()
     if child is not None:
         child.release()
     while not stop.raised and not (child is not None and child.exited()):
+        if output.gone():
+            raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
         timeout = tracer.poll_interval
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
@@ -471,8 +534,10 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
             current = tracer.stats()
             _warn_drops(current, checked)
             checked, last_check = current, now
-    # stopped: no new opens, but every one already traced is shown
+    # stopped: no new opens, but every one already traced is shown, as long as stdout
+    # takes it within the grace
     tracer.detach()
+    stop.allow_writes_for(_WRITE_GRACE)
     for batch in tracer.drain_records():
         output.show(batch)
 
