@@ -28,26 +28,36 @@ static inline uint64_t has_byte(uint64_t w, uint8_t b)
 	return has_less(w ^ (ONES * b), 1);
 }
 
+/* How a string is escaped: the table's rule, JSON's, or the table's for a field that is
+ * followed by others on its line, where a space would read as a separator. */
+enum escape_rule {
+	ESC_TABLE = 0,
+	ESC_JSON = 1,
+	ESC_FIELD = 2,
+};
+
 /*
  * Length of the leading run of bytes that print as themselves: 0x20-0x7e
- * except the backslash and, for JSON, the double quote. Eight at a time.
+ * except the backslash and, for JSON, the double quote, for a field the space.
+ * Eight at a time.
  */
-static size_t plain_run(const unsigned char *s, size_t n, int json)
+static size_t plain_run(const unsigned char *s, size_t n, enum escape_rule rule)
 {
+	unsigned char lowest = rule == ESC_FIELD ? 0x21 : 0x20;
 	size_t i = 0;
 
 	for (; i + 8 <= n; i += 8) {
 		uint64_t w;
 
 		memcpy(&w, s + i, 8);
-		if (has_less(w, 0x20) | (w & HIGHS) | has_byte(w, 0x7f) | has_byte(w, '\\') |
-		    (json ? has_byte(w, '"') : 0))
+		if (has_less(w, lowest) | (w & HIGHS) | has_byte(w, 0x7f) | has_byte(w, '\\') |
+		    (rule == ESC_JSON ? has_byte(w, '"') : 0))
 			break;
 	}
 	for (; i < n; i++) {
 		unsigned char c = s[i];
 
-		if (c < 0x20 || c >= 0x7f || c == '\\' || (json && c == '"'))
+		if (c < lowest || c >= 0x7f || c == '\\' || (rule == ESC_JSON && c == '"'))
 			break;
 	}
 	return i;
@@ -134,8 +144,10 @@ static char *pad_from(char *start, char *p, size_t width)
 
 /* One byte plain_run stopped at, escaped: the table's rule (render.escape: \\, \n,
  * \r, \t, else \xNN) or JSON's (json.encoder.encode_basestring_ascii). */
-static char *put_special(char *p, unsigned char c, int json)
+static char *put_special(char *p, unsigned char c, enum escape_rule rule)
 {
+	int json = rule == ESC_JSON;
+
 	switch (c) {
 	case '\\': return PUT_LITERAL(p, "\\\\");
 	case '\n': return PUT_LITERAL(p, "\\n");
@@ -158,18 +170,18 @@ static char *put_special(char *p, unsigned char c, int json)
 	return p;
 }
 
-/* ASCII bytes with every special byte escaped, by the table's or JSON's rule. */
-static char *put_escaped(char *p, const unsigned char *s, size_t n, int json)
+/* ASCII bytes with every special byte escaped, by the rule given. */
+static char *put_escaped(char *p, const unsigned char *s, size_t n, enum escape_rule rule)
 {
 	while (n) {
-		size_t run = plain_run(s, n, json);
+		size_t run = plain_run(s, n, rule);
 
 		p = put(p, (const char *)s, run);
 		s += run;
 		n -= run;
 		if (!n)
 			break;
-		p = put_special(p, *s, json);
+		p = put_special(p, *s, rule);
 		s++;
 		n--;
 	}
@@ -179,7 +191,7 @@ static char *put_escaped(char *p, const unsigned char *s, size_t n, int json)
 static char *put_json_string(char *p, const unsigned char *s, size_t n)
 {
 	*p++ = '"';
-	p = put_escaped(p, s, n, 1);
+	p = put_escaped(p, s, n, ESC_JSON);
 	*p++ = '"';
 	return p;
 }
@@ -338,7 +350,7 @@ static char *put_table_row(char *p, struct eor_options *opt, const struct record
 	p = pad_from(start, p, 7);
 	*p++ = ' ';
 	start = p;
-	p = put_escaped(p, r->comm, r->comm_len, 0);
+	p = put_escaped(p, r->comm, r->comm_len, ESC_FIELD);
 	p = pad_from(start, p, 16);
 	*p++ = ' ';
 	if (ev->ret < 0) {
@@ -370,14 +382,18 @@ static char *put_table_row(char *p, struct eor_options *opt, const struct record
 		p = put_octal(p, ev->mode, 6);
 		*p++ = ' ';
 	}
-	if (!opt->resolved || opt->extended)
-		p = put_escaped(p, r->path, r->path_len, 0);
+	if (!opt->resolved || opt->extended) {
+		/* before " -> RESOLVED" the path is a field: the first " -> " is the separator */
+		p = put_escaped(p, r->path, r->path_len, opt->resolved ? ESC_FIELD : ESC_TABLE);
+		if (ev->status & EO_ST_PATH_TRUNCATED)
+			p = PUT_LITERAL(p, "\\...");  /* no file name prints a lone backslash */
+	}
 	if (opt->resolved) {
 		if (opt->extended)
 			p = PUT_LITERAL(p, " -> ");
 		if (r->resolved) {
 			p = put_marks(p, opt, ev);
-			p = put_escaped(p, r->resolved, r->resolved_len, 0);
+			p = put_escaped(p, r->resolved, r->resolved_len, ESC_TABLE);
 		} else {
 			*p++ = '?';
 		}

@@ -97,3 +97,28 @@ def test_json_utf8_needs_no_base64():
     assert record["path"] == "/tmp/\u00e9\n" and record["path_b64"] is None
     assert record["time"] == "2023-11-14T22:13:20.000001Z"
     assert (record["fd"], record["errno"], record["error"]) == (3, None, None)
+
+
+def test_a_process_name_cannot_forge_the_fd_and_error_columns():
+    # prctl(PR_SET_NAME) takes any 15 bytes: spaces must not read as column breaks
+    forged = make_event(b"/etc/hostname", comm=b"x     -1 ENOENT")
+    (row,) = TableRenderer().lines([forged]).splitlines()
+    assert row.split() == ["42", "43", "x\\x20\\x20\\x20\\x20\\x20-1\\x20ENOENT", "3",
+                           "/etc/hostname"]
+
+
+def test_with_both_paths_the_first_arrow_is_the_separator():
+    tricky = make_event(b"/a -> /b", b"/real/file")
+    (row,) = TableRenderer(extended=True, resolved=True).lines([tricky]).splitlines()
+    passed, resolved = row.split(" -> ", 1)
+    assert passed.endswith("/a\\x20->\\x20/b") and resolved == "/real/file"
+    # the path alone, as the last field, keeps its spaces
+    (row,) = TableRenderer().lines([tricky]).splitlines()
+    assert row.endswith(" /a -> /b")
+
+
+def test_a_cut_path_is_marked_where_no_file_name_reaches():
+    cut = make_event(b"/" + b"x" * 4095, status=c.EO_ST_PATH_TRUNCATED)
+    whole = make_event(b"/ends-with\\...")
+    (cut_row, whole_row) = TableRenderer().lines([cut, whole]).splitlines()
+    assert cut_row.endswith("x\\...") and whole_row.endswith("/ends-with\\\\...")

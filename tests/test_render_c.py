@@ -23,9 +23,10 @@ PATHS = [
     b"/with space/and\ttab", b'/quote"d', b"/back\\slash", b"/nl\nline", b"/esc\x1b[2J",
     b"/del\x7f", b"/ctl\x01\x02\x08\x0c", b"/" + b"x" * 4094, b"/" + b"\x01" * 300,
     "/caf\u00e9".encode(), b"/bad\xff\xfe", "/rtl\u202e".encode(), b"a/.hidden",
+    b"/a -> /b", b" lead", b"trail ",
 ]
 COMMS = [b"cat\0stale", b"exactly16bytes!!", b"", b"tab\there", b'q"uote', "\u00e9t\u00e9".encode(),
-         b"\xff\0"]
+         b"\xff\0", b"x     -1 ENOENT", b"a -> b"]
 
 
 def record(rng: random.Random) -> tuple[bytes, bytes]:

@@ -11,7 +11,10 @@ backslash, which prints as ``\\\\``. ``\\n``, ``\\r`` and ``\\t`` print as those
 characters; every other control byte and every byte that is not valid UTF-8
 prints as ``\\xNN``; valid UTF-8 that is not printable (C1 controls, bidi and
 other format characters, non-ASCII spaces) prints as ``\\uNNNN``. So no path or
-process name can move the cursor, end a line, or hide a character.
+process name can move the cursor, end a line, or hide a character. A field that other
+fields follow on its line (the process name; the path before `` -> `` with ``-e -F``) also
+prints a space as ``\\x20``, so columns split on white space and the first `` -> `` is the
+separator; a path cut at its end is followed by ``\\...``, which no file name prints.
 
 Resolved paths always start with ``/``; anything the tool adds goes before
 that slash, where no file name can reach: ``(deleted)/tmp/x``,
@@ -40,18 +43,24 @@ from .loader import RecordBatch
 # bytes that print as themselves; deleting them from a path leaves nothing when it is
 # safe (bytes.translate scans ~3x faster than a regular expression)
 _SAFE = bytes(range(0x20, 0x7F)).replace(b"\\", b"")
+_SAFE_IN_FIELD = _SAFE.replace(b" ", b"")
 _NAMED = {"\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+# after a path cut at its end; a file name's backslash prints as two, so it cannot forge it
+CUT_MARK = "\\..."
 
 
-def escape(raw: bytes) -> str:
-    """Bytes as text that cannot forge, hide or move anything on a terminal."""
-    if not raw.translate(None, _SAFE):
+def escape(raw: bytes, field: bool = False) -> str:
+    """Bytes as text that cannot forge, hide or move anything on a terminal. A field
+    (followed by others on its line) also escapes spaces, which would read as separators."""
+    if not raw.translate(None, _SAFE_IN_FIELD if field else _SAFE):
         return raw.decode("ascii")
     out = []
     for ch in raw.decode("utf-8", "surrogateescape"):
         code = ord(ch)
         if ch in _NAMED:
             out.append(_NAMED[ch])
+        elif field and ch == " ":
+            out.append("\\x20")
         elif 0xDC80 <= code <= 0xDCFF:          # a byte that is not UTF-8
             out.append(f"\\x{code - 0xDC00:02x}")
         elif code < 0x20 or code == 0x7F:
@@ -264,7 +273,7 @@ class TableRenderer(_BatchRenderer):
         else:
             outcome = f"{'-' if e.fixed_file else e.ret:>3} {'':<7} "
         how = f"{e.syscall:<8} {e.flags_text:<24} {e.mode:06o} " if self.extended else ""
-        return f"{uid}{e.pid:<7} {e.tid:<7} {escape(e.comm_bytes):<16} {outcome}{how}"
+        return f"{uid}{e.pid:<7} {e.tid:<7} {escape(e.comm_bytes, field=True):<16} {outcome}{how}"
 
     def lines(self, events: list[OpenEvent]) -> str:
         columns = self._columns
@@ -275,16 +284,17 @@ class TableRenderer(_BatchRenderer):
         for e in events:
             line = columns(e)
             path = e.path_bytes
-            text = escape(path)
-            if marks is not None:
+            if marks is None:
+                text = escape(path) + (CUT_MARK if e.truncated else "")
+            else:
                 raw = e.resolved_bytes
-                if raw is None:
-                    resolved = "?"
-                elif raw == path:
-                    resolved = marks(e) + text
+                resolved = "?" if raw is None else marks(e) + escape(raw)
+                if self.extended:
+                    # the path is a field before " -> ": the first " -> " is the separator
+                    cut = CUT_MARK if e.truncated else ""
+                    text = f"{escape(path, field=True)}{cut} -> {resolved}"
                 else:
-                    resolved = marks(e) + escape(raw)
-                text = f"{text} -> {resolved}" if self.extended else resolved
+                    text = resolved
             if clock is not None:
                 append(f"{clock(e.wall_ns):<15} {line}{text}\n")
             else:
