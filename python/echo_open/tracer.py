@@ -40,6 +40,9 @@ _FOLLOWED_PROCESSES = 1 << 16
 
 PathLike = str | bytes | os.PathLike
 
+# the kernel's PID_MAX_LIMIT on 64-bit: no pid or tid is above it
+_PID_MAX_LIMIT = 1 << 22
+
 
 def default_object_path() -> Path:
     """The prebuilt BPF object shipped inside the package."""
@@ -159,10 +162,12 @@ class Tracer:
             if len(ids) > layout.MAX_FILTER_IDS:
                 raise InvalidSetting(setting, f"at most {layout.MAX_FILTER_IDS} {name}s")
             for value in ids:
-                if not 0 < value < 2**32:
-                    raise InvalidSetting(setting, f"bad {name} {value}")
-        if self.uid is not None and not 0 <= self.uid < 2**32:
-            raise InvalidSetting("uid", f"bad uid {self.uid}")
+                if not 0 < value <= _PID_MAX_LIMIT:
+                    raise InvalidSetting(setting, f"no {name} is {value} (1 to "
+                                                  f"{_PID_MAX_LIMIT})")
+        # (uid_t)-1 is "no user" to the kernel: nothing can run as it
+        if self.uid is not None and not 0 <= self.uid < 2**32 - 1:
+            raise InvalidSetting("uid", f"no uid is {self.uid} (0 to {2**32 - 2})")
         if self.comm is not None and not 0 < len(self.comm) < layout.COMM_LEN:
             raise InvalidSetting("comm", f"a process name is 1 to {layout.COMM_LEN - 1} bytes")
         if len(self.path_prefixes) > layout.MAX_PREFIXES:
