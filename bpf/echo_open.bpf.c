@@ -241,6 +241,23 @@ static __always_inline __u64 output_flags(__u64 size)
 	return BPF_RB_FORCE_WAKEUP;
 }
 
+/*
+ * bpf_get_current_comm on 6.1 copies up to the NUL and leaves the rest of the buffer
+ * as it was: after a rename, "ab\0gname-xyz" (the scratch record's previous name).
+ * Records carry zeros after the name, as on kernels that pad.
+ */
+static __always_inline void clear_after_nul(char *comm)
+{
+	bool ended = false;
+
+	for (__u32 i = 0; i < EO_COMM_LEN; i++) {
+		if (ended)
+			comm[i] = 0;
+		else if (!comm[i])
+			ended = true;
+	}
+}
+
 static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 {
 	/* a BTF pointer: plain loads instead of a helper call per field */
@@ -254,6 +271,7 @@ static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 	e->ppid = task->real_parent->tgid;
 	e->mntns = task->nsproxy->mnt_ns->ns.inum;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	clear_after_nul(e->comm);
 }
 
 /* Read the path as passed into r->data; returns its length. */
