@@ -6,8 +6,8 @@
  * reads the path (at exit: at entry its page may not be faulted in yet),
  * resolves the opened file to an absolute path by walking its dentries, and
  * writes one variable-length record. io_uring opens never pass through those
- * syscalls: io_uring_submit_req captures the request, io_uring_complete
- * finishes it the same way.
+ * syscalls: io_uring_submit_req (io_uring_submit_sqe up to 6.3) captures the
+ * request, io_uring_complete finishes it the same way.
  *
  * Filters are settings in .rodata (constants to the verifier) and two id maps,
  * so opens that do not match never reach the ring buffer.
@@ -160,9 +160,19 @@ static __always_inline bool task_matches(__u64 pid_tgid)
 		__u32 len = eo_cfg.comm_len;
 		bool found = false;
 
+		__u32 comm_len = EO_COMM_LEN;
+
 		bpf_get_current_comm(comm, sizeof(comm));
+		/* the name ends at its NUL: after a rename to a shorter name some kernels
+		 * (6.1) leave the old name's bytes behind it, which must not match */
+		for (__u32 i = 0; i < EO_COMM_LEN; i++) {
+			if (!comm[i]) {
+				comm_len = i;
+				break;
+			}
+		}
 		for (__u32 i = 0; i < EO_COMM_LEN && !found; i++) {
-			bool same = i + len <= EO_COMM_LEN;
+			bool same = i + len <= comm_len;
 
 			for (__u32 j = 0; j < EO_COMM_LEN && same; j++) {
 				if (j >= len)
@@ -231,6 +241,23 @@ static __always_inline __u64 output_flags(__u64 size)
 	return BPF_RB_FORCE_WAKEUP;
 }
 
+/*
+ * bpf_get_current_comm on 6.1 copies up to the NUL and leaves the rest of the buffer
+ * as it was: after a rename, "ab\0gname-xyz" (the scratch record's previous name).
+ * Records carry zeros after the name, as on kernels that pad.
+ */
+static __always_inline void clear_after_nul(char *comm)
+{
+	bool ended = false;
+
+	for (__u32 i = 0; i < EO_COMM_LEN; i++) {
+		if (ended)
+			comm[i] = 0;
+		else if (!comm[i])
+			ended = true;
+	}
+}
+
 static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 {
 	/* a BTF pointer: plain loads instead of a helper call per field */
@@ -244,6 +271,7 @@ static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 	e->ppid = task->real_parent->tgid;
 	e->mntns = task->nsproxy->mnt_ns->ns.inum;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	clear_after_nul(e->comm);
 }
 
 /* Read the path as passed into r->data; returns its length. */
@@ -491,10 +519,40 @@ static __always_inline bool file_path(struct file *file, struct dentry **dentry,
 /*
  * The file a fixed-file (direct descriptor) open installed: slot file_slot - 1,
  * or with IORING_FILE_INDEX_ALLOC the slot the kernel picked, which is res.
- * Read from the ring's table (kernels from 6.13: io_rsrc_node->file_ptr, flag
- * bits in the low bits). On older layouts the fields do not exist, CO-RE drops
- * this code and a fixed-file open is left unresolved (fixed_file set, fd None).
+ * Read from the ring's table, flag bits in the low bits of the pointer: from
+ * 6.13 io_rsrc_node->file_ptr; before (6.1) an array of io_fixed_file, bounded
+ * by nr_user_files (the ___v61 flavors below). Where neither layout exists,
+ * CO-RE drops this code and a fixed-file open is left unresolved (fixed_file
+ * set, fd None).
  */
+struct io_fixed_file___v61 {
+	unsigned long file_ptr;
+} __attribute__((preserve_access_index));
+
+struct io_file_table___v61 {
+	struct io_fixed_file___v61 *files;
+} __attribute__((preserve_access_index));
+
+struct io_ring_ctx___v61 {
+	struct io_file_table___v61 file_table;
+	unsigned int nr_user_files;
+} __attribute__((preserve_access_index));
+
+static __always_inline struct file *fixed_file_v61(struct io_kiocb *req, __u32 index)
+{
+	struct io_ring_ctx___v61 *ring = (void *)BPF_CORE_READ(req, ctx);
+	struct io_fixed_file___v61 *files;
+	unsigned long file_ptr = 0;
+
+	if (index >= BPF_CORE_READ(ring, nr_user_files))
+		return NULL;
+	files = BPF_CORE_READ(ring, file_table.files);
+	if (!files)
+		return NULL;
+	bpf_probe_read_kernel(&file_ptr, sizeof(file_ptr), &files[index].file_ptr);
+	return (struct file *)(file_ptr & ~FFS_FLAG_BITS);
+}
+
 static __always_inline struct file *fixed_file(struct io_kiocb *req, long res)
 {
 	struct io_open *open = (struct io_open *)&req->cmd;
@@ -502,10 +560,13 @@ static __always_inline struct file *fixed_file(struct io_kiocb *req, long res)
 	struct io_rsrc_node **nodes, *node = NULL;
 	__u32 slot = BPF_CORE_READ(open, file_slot), index;
 
+	index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1;
+	if (bpf_core_field_exists(struct io_fixed_file___v61, file_ptr) &&
+	    bpf_core_field_exists(struct io_ring_ctx___v61, nr_user_files))
+		return fixed_file_v61(req, index);
 	if (!bpf_core_field_exists(struct io_ring_ctx, file_table.data) ||
 	    !bpf_core_field_exists(struct io_rsrc_node, file_ptr))
 		return NULL;
-	index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1;
 	ring = BPF_CORE_READ(req, ctx);
 	if (index >= BPF_CORE_READ(ring, file_table.data.nr))
 		return NULL;
@@ -876,12 +937,13 @@ int exit_open_by_handle_at(struct trace_event_raw_sys_exit *ctx) { return on_ope
 
 /* ---- io_uring opens -------------------------------------------------------- */
 
-/* After prep: the request holds the kernel copy of the path and open_how. */
-SEC("tracepoint/io_uring/io_uring_submit_req")
-int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
+/*
+ * After prep: the request holds the kernel copy of the path and open_how.
+ * Shared by the submit tracepoint of each kernel generation (programs below).
+ */
+static __always_inline int on_uring_submit(struct io_kiocb *req, __u8 opcode)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	struct io_kiocb *req = ctx->req;
 	__u64 key = (__u64)req;
 	struct io_open *open;
 	struct filename *fname;
@@ -890,7 +952,10 @@ int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
 	__u32 zero = 0;
 	long n;
 
-	if (ctx->opcode != IORING_OP_OPENAT && ctx->opcode != IORING_OP_OPENAT2)
+	if (opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2)
+		return 0;
+	/* io_open lives in io_kiocb.cmd from 6.0; before, nothing here can be read */
+	if (!bpf_core_field_exists(struct io_kiocb, cmd))
 		return 0;
 	open = (struct io_open *)&req->cmd;
 	if (!task_matches(pid_tgid) || !flags_match(BPF_CORE_READ(open, how.flags))) {
@@ -926,6 +991,25 @@ int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
 	if (bpf_map_update_elem(&uring_inflight, &key, r, BPF_ANY))
 		count(EO_DROP_ARGS_FULL);
 	return 0;
+}
+
+/* 6.4 and later: io_uring_submit_req */
+SEC("tracepoint/io_uring/io_uring_submit_req")
+int uring_submit(struct trace_event_raw_io_uring_submit_req *ctx)
+{
+	return on_uring_submit(ctx->req, ctx->opcode);
+}
+
+/* Up to 6.3 (Debian 12's 6.1) the same tracepoint is io_uring_submit_sqe, same fields. */
+struct trace_event_raw_io_uring_submit_sqe___v61 {
+	void *req;
+	__u8 opcode;
+} __attribute__((preserve_access_index));
+
+SEC("tracepoint/io_uring/io_uring_submit_sqe")
+int uring_submit_sqe(struct trace_event_raw_io_uring_submit_sqe___v61 *ctx)
+{
+	return on_uring_submit(ctx->req, ctx->opcode);
 }
 
 /* Runs where the CQE is posted: the submitter or its io-wq worker, same files. */

@@ -32,7 +32,11 @@ _PAIRS = [
     (("enter_open_by_handle_at", "sys_enter_open_by_handle_at"),
      ("exit_open_by_handle_at", "sys_exit_open_by_handle_at")),
 ]
-_URING = (("uring_submit", "io_uring_submit_req"), ("uring_complete", "io_uring_complete"))
+# io_uring opens need a submit tracepoint, named by kernel generation (the first
+# present is used), and the completion
+_URING_SUBMITS = [("uring_submit", "io_uring_submit_req"),       # 6.4 and later
+                  ("uring_submit_sqe", "io_uring_submit_sqe")]   # up to 6.3 (Debian 12: 6.1)
+_URING_COMPLETE = ("uring_complete", "io_uring_complete")
 
 # tp_btf programs (no tracefs needed) that grow and shrink the pid filter
 _FOLLOW = ["follow_fork", "follow_exit"]
@@ -153,6 +157,8 @@ class Tracer:
         self._ring: RingBuffer | None = None
         self._wall_offset_ns = 0
         self.attached_tracepoints: list[str] = []
+        # what this kernel cannot trace, as short phrases, filled by start()
+        self.limitations: list[str] = []
         self._attached_programs: list[str] = []
 
     def _validate(self) -> None:
@@ -170,6 +176,8 @@ class Tracer:
             raise InvalidSetting("uid", f"no uid is {self.uid} (0 to {2**32 - 2})")
         if self.comm is not None and not 0 < len(self.comm) < layout.COMM_LEN:
             raise InvalidSetting("comm", f"a process name is 1 to {layout.COMM_LEN - 1} bytes")
+        if self.comm is not None and b"\0" in self.comm:
+            raise InvalidSetting("comm", "a process name has no NUL byte")
         if len(self.path_prefixes) > layout.MAX_PREFIXES:
             raise InvalidSetting("path_prefixes", f"at most {layout.MAX_PREFIXES} path prefixes")
         for prefix in self.path_prefixes:
@@ -217,16 +225,16 @@ class Tracer:
     def _configure(self, obj: BPFObject, tracefs: Path) -> None:
         obj.map("events").max_entries = self.ring_size
         self.attached_tracepoints = []
+        self.limitations = []
         self._attached_programs = []
-        for category, pairs in (("syscalls", _PAIRS), ("io_uring", [_URING])):
-            for pair in pairs:
-                present = all(system.tracepoint_exists(tracefs, category, event)
-                              for _, event in pair)
-                for program, event in pair:
-                    obj.program(program).autoload = present
-                    if present:
-                        self.attached_tracepoints.append(f"{category}:{event}")
-                        self._attached_programs.append(program)
+        for pair in _PAIRS:
+            missing = [event for _, event in pair
+                       if not system.tracepoint_exists(tracefs, "syscalls", event)]
+            self._use(obj, pair, "syscalls", not missing)
+            if missing:
+                syscall = pair[0][1].removeprefix("sys_enter_")
+                self.limitations.append(f"{syscall} opens (no syscalls:{missing[0]} tracepoint)")
+        self._configure_io_uring(obj, tracefs)
         for program in _FOLLOW:
             obj.program(program).autoload = self.follow_children
         if self.follow_children:
@@ -266,6 +274,31 @@ class Tracer:
         rodata = obj.map(".rodata.config").initial_value()
         raw = layout.config_bytes(config)
         rodata[:len(raw)] = raw
+
+    def _use(self, obj: BPFObject, programs: Iterable[tuple[str, str]], category: str,
+             present: bool) -> None:
+        """Load and attach these (program, tracepoint) together, or none of them."""
+        for program, event in programs:
+            obj.program(program).autoload = present
+            if present:
+                self.attached_tracepoints.append(f"{category}:{event}")
+                self._attached_programs.append(program)
+
+    def _configure_io_uring(self, obj: BPFObject, tracefs: Path) -> None:
+        def present(event: str) -> bool:
+            return system.tracepoint_exists(tracefs, "io_uring", event)
+
+        submit = next((pair for pair in _URING_SUBMITS if present(pair[1])), None)
+        complete = present(_URING_COMPLETE[1])
+        self._use(obj, [*_URING_SUBMITS, _URING_COMPLETE], "io_uring", False)
+        if submit is not None and complete:
+            self._use(obj, [submit, _URING_COMPLETE], "io_uring", True)
+        if submit is None and not complete:
+            self.limitations.append("io_uring opens (no io_uring tracepoints)")
+        elif submit is None:
+            self.limitations.append("io_uring opens (no io_uring submit tracepoint)")
+        elif not complete:
+            self.limitations.append("io_uring opens (no io_uring:io_uring_complete tracepoint)")
 
     def _fill_filter_maps(self, obj: BPFObject) -> None:
         for map_name, ids in (("filter_pids", self.pids), ("filter_tids", self.tids)):

@@ -1,0 +1,19 @@
+# Runs inside the guest (copied into the result folder by tests/kernels/run): the real-kernel
+# tests of the worktree in /run/eo-out/worktree, with the pytest arguments in /run/eo-out/args
+# (NUL-separated). Exit status: pytest's.
+set -u
+out=/run/eo-out
+cut -d' ' -f1 /proc/uptime > $out/booted
+uname -r > $out/release
+worktree=$(cat $out/worktree)
+export TMPDIR=/tmp                     # a plain tmpfs (see init)
+export PYTHONDONTWRITEBYTECODE=1       # the overlay is thrown away anyway
+mapfile -d '' args < $out/args
+echo "eo-guest: kernel $(uname -r), up $(cat $out/booted) s; pytest ${args[*]}"
+cd "$worktree/tests" || exit 3
+# the host-side runner test must not start a guest inside the guest
+"$worktree/.venv/bin/python" -m pytest -p no:cacheprovider --ignore=test_other_kernels.py \
+  "${args[@]}" 2>&1 | tee $out/pytest.log
+status=${PIPESTATUS[0]}
+cut -d' ' -f1 /proc/uptime > $out/finished
+exit "$status"
