@@ -524,13 +524,14 @@ static __always_inline bool file_path(struct file *file, struct dentry **dentry,
  * by nr_user_files (the ___v61 flavors below). Where neither layout exists,
  * CO-RE drops this code and a fixed-file open is left unresolved (fixed_file
  * set, fd None).
+ *
+ * An io_fixed_file is one unsigned long (file_ptr), read as such: a flavor of a
+ * type the kernel lacks altogether (6.13 dropped io_fixed_file) makes libbpf
+ * search the module BTFs, which needs CAP_SYS_ADMIN, and the load fails EPERM
+ * with CAP_BPF + CAP_PERFMON alone.
  */
-struct io_fixed_file___v61 {
-	unsigned long file_ptr;
-} __attribute__((preserve_access_index));
-
 struct io_file_table___v61 {
-	struct io_fixed_file___v61 *files;
+	unsigned long *files;   /* struct io_fixed_file *: { unsigned long file_ptr; } */
 } __attribute__((preserve_access_index));
 
 struct io_ring_ctx___v61 {
@@ -541,7 +542,7 @@ struct io_ring_ctx___v61 {
 static __always_inline struct file *fixed_file_v61(struct io_kiocb *req, __u32 index)
 {
 	struct io_ring_ctx___v61 *ring = (void *)BPF_CORE_READ(req, ctx);
-	struct io_fixed_file___v61 *files;
+	unsigned long *files;
 	unsigned long file_ptr = 0;
 
 	if (index >= BPF_CORE_READ(ring, nr_user_files))
@@ -549,7 +550,7 @@ static __always_inline struct file *fixed_file_v61(struct io_kiocb *req, __u32 i
 	files = BPF_CORE_READ(ring, file_table.files);
 	if (!files)
 		return NULL;
-	bpf_probe_read_kernel(&file_ptr, sizeof(file_ptr), &files[index].file_ptr);
+	bpf_probe_read_kernel(&file_ptr, sizeof(file_ptr), &files[index]);
 	return (struct file *)(file_ptr & ~FFS_FLAG_BITS);
 }
 
@@ -561,7 +562,7 @@ static __always_inline struct file *fixed_file(struct io_kiocb *req, long res)
 	__u32 slot = BPF_CORE_READ(open, file_slot), index;
 
 	index = slot == IORING_FILE_INDEX_ALLOC ? (__u32)res : slot - 1;
-	if (bpf_core_field_exists(struct io_fixed_file___v61, file_ptr) &&
+	if (bpf_core_field_exists(struct io_file_table___v61, files) &&
 	    bpf_core_field_exists(struct io_ring_ctx___v61, nr_user_files))
 		return fixed_file_v61(req, index);
 	if (!bpf_core_field_exists(struct io_ring_ctx, file_table.data) ||
