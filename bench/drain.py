@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness
 
-from echo_open import OpenEvent, Tracer
+from echo_open import OpenEvent, Tracer, Tuning
 from echo_open.events import decode_batch
 from echo_open.render import JsonRenderer, TableRenderer
 
@@ -98,7 +98,7 @@ def rate(count: int, seconds: float) -> float:
 def measure_mode(mode: str, ring_mib: int) -> dict[str, object]:
     """Fill and empty the ring three ways; render what the first decoded."""
     ring_bytes = ring_mib << 20
-    tracer = Tracer(ring_size=ring_bytes, wakeup_bytes=ring_bytes - (64 << 10))
+    tracer = Tracer(tuning=Tuning(ring_size=ring_bytes, wakeup_bytes=ring_bytes - (64 << 10)))
     with tracer:
         filled = fill_ring(tracer, mode, ring_bytes)
         copy_s, decode_s, nogc_s, events, batches = copy_then_decode(tracer)

@@ -59,7 +59,7 @@ struct open_args {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 16 << 20);  /* set by the loader before load */
+	__uint(max_entries, EO_DEFAULT_RING_SIZE);  /* the loader sets the configured size */
 } events SEC(".maps");
 
 struct {

@@ -20,6 +20,9 @@
 #define EO_MAX_PREFIXES 8     /* --path-prefix values */
 #define EO_PREFIX_MAX 256     /* bytes of one prefix, NUL included */
 #define EO_MAX_FILTER_IDS 1024 /* entries of the pid and tid filter maps */
+#define EO_DEFAULT_RING_SIZE 4194304 /* bytes of ring buffer: 4 MiB unless configured */
+#define EO_MIN_RING_SIZE 65536       /* the sizes the loader accepts: powers of two, */
+#define EO_MAX_RING_SIZE 1073741824  /* 64 KiB to 1 GiB */
 
 /* Which syscall (or io_uring) made the open. */
 enum eo_syscall {

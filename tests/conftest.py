@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from echo_open import OpenEvent, Tracer
+from echo_open import Filters, OpenEvent, Tracer, Tuning
 
 HERE = Path(__file__).resolve().parent
 OPENER = HERE / "opener.py"
@@ -69,12 +69,12 @@ def events_of(tracer: Tracer, child: Child, count: int, timeout: float = 10.0,
 
 @pytest.fixture
 def start_tracer() -> Iterator[Callable[..., Tracer]]:
-    """start_tracer(**filters) -> a started Tracer, closed after the test."""
+    """start_tracer(Filters(...), **tuning) -> a started Tracer, closed after the test."""
     tracers: list[Tracer] = []
 
-    def start(**kwargs) -> Tracer:
-        kwargs.setdefault("poll_interval", 0.05)
-        tracer = Tracer(**kwargs).start()
+    def start(filters: Filters | None = None, **tuning) -> Tracer:
+        tuning.setdefault("poll_interval", 0.05)
+        tracer = Tracer(filters, Tuning(**tuning)).start()
         tracers.append(tracer)
         return tracer
 

@@ -9,7 +9,7 @@ import os
 import pytest
 
 from conftest import Child, collect
-from echo_open import OpenEvent, Tracer
+from echo_open import Filters, OpenEvent, Tracer, Tuning
 from echo_open.events import decode_batch
 from echo_open.render import JsonRenderer
 
@@ -21,7 +21,7 @@ def _under(tmp_path) -> callable:
 
 def test_events_iterator_delivers_a_childs_opens_and_ends_on_timeout(tmp_path):
     child = Child(f"openat:.:{tmp_path}/a", f"openat:.:{tmp_path}/b")
-    with Tracer(pids=[child.pid], poll_interval=0.05) as tracer:
+    with Tracer(Filters(pids=[child.pid]), Tuning(poll_interval=0.05)) as tracer:
         child.go()
         events = [e for e in tracer.events(timeout=1.0) if _under(tmp_path)(e)]
     assert [e.path for e in events] == [f"{tmp_path}/a", f"{tmp_path}/b"]
@@ -31,7 +31,7 @@ def test_events_iterator_delivers_a_childs_opens_and_ends_on_timeout(tmp_path):
 
 def test_batches_are_lists_per_ring_batch(tmp_path):
     child = Child(*(f"openat:.:{tmp_path}/f{i}" for i in range(100)))
-    with Tracer(pids=[child.pid], poll_interval=0.05) as tracer:
+    with Tracer(Filters(pids=[child.pid]), Tuning(poll_interval=0.05)) as tracer:
         child.go()
         batches = list(tracer.batches(timeout=1.0))
     mine = [e for batch in batches for e in batch if _under(tmp_path)(e)]
@@ -44,7 +44,7 @@ def test_raw_batches_render_in_c_as_the_reference_renders_their_events(tmp_path)
     child = Child(*(f"creat:{name}" for name in names), f"openat:.:{tmp_path}/missing/x")
     renderer, reference = JsonRenderer(), JsonRenderer()
     rendered, expected = b"", ""
-    with Tracer(pids=[child.pid], poll_interval=0.05) as tracer:
+    with Tracer(Filters(pids=[child.pid]), Tuning(poll_interval=0.05)) as tracer:
         child.go()
         tracer.detach()
         for batch in tracer.drain_records():
@@ -66,7 +66,8 @@ def test_follow_children_traces_a_process_tree_and_forgets_each_process_at_exit(
 
     script = f"read go; for i in $(seq 20); do cat {tmp_path}/c$i 2>/dev/null; done"
     shell = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE)
-    with Tracer(pids=[shell.pid], follow_children=True, poll_interval=0.05) as tracer:
+    with Tracer(Filters(pids=[shell.pid], follow_children=True),
+                Tuning(poll_interval=0.05)) as tracer:
         shell.communicate(b"go\n", timeout=30)  # held on `read` until traced
         tracer.detach()
         events = [e for e in tracer.drain() if _under(tmp_path)(e)]
@@ -79,7 +80,7 @@ def test_follow_children_traces_a_process_tree_and_forgets_each_process_at_exit(
 
 def test_follow_children_needs_pids():
     with pytest.raises(ValueError, match="follow_children"):
-        Tracer(follow_children=True)
+        Tracer(Filters(follow_children=True))
 
 
 def test_async_iteration_through_the_rings_fd(tmp_path):
@@ -87,7 +88,7 @@ def test_async_iteration_through_the_rings_fd(tmp_path):
 
     async def main() -> list[OpenEvent]:
         seen: list[OpenEvent] = []
-        with Tracer(pids=[child.pid], poll_interval=0.05) as tracer:
+        with Tracer(Filters(pids=[child.pid]), Tuning(poll_interval=0.05)) as tracer:
             await asyncio.get_running_loop().run_in_executor(None, child.go)
 
             async def gather() -> None:
@@ -108,7 +109,7 @@ def test_wakeup_per_record_mode_delivers_through_fileno(tmp_path):
     import select
 
     child = Child(f"openat:.:{tmp_path}/woken")
-    with Tracer(pids=[child.pid], wakeup_bytes=0) as tracer:
+    with Tracer(Filters(pids=[child.pid]), Tuning(wakeup_bytes=0)) as tracer:
         child.go()
         readable, _, _ = select.select([tracer.fileno()], [], [], 5)
         assert readable == [tracer.fileno()]
@@ -120,7 +121,8 @@ def test_nothing_is_lost_silently_when_the_ring_overflows(tmp_path):
     count = 3000
     child = Child(*(f"openat:.:{tmp_path}/{'d' * 200}{i}" for i in range(count)))
     # a tiny ring nobody reads while the child opens: most records cannot fit
-    with Tracer(pids=[child.pid], ring_size=1 << 16, wakeup_bytes=(1 << 16) - 4096) as tracer:
+    with Tracer(Filters(pids=[child.pid]),
+                Tuning(ring_size=1 << 16, wakeup_bytes=(1 << 16) - 4096)) as tracer:
         before = tracer.stats()
         child.go()
         seen = [e for e in tracer.drain() if _under(tmp_path)(e)]

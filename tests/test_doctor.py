@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from echo_open import Tracer, doctor, system
+from echo_open import Filters, Tracer, doctor, system
 from echo_open.loader import BPFObject, LoadError
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +66,7 @@ def test_doctor_passes_here_with_every_required_item_ok():
     assert {check: status.get(check) for check in REQUIRED} == dict.fromkeys(REQUIRED, "ok")
     assert "FAIL" not in status.values() and "skip" not in status.values()
     # one line per tracepoint the tracer attaches (either io_uring submit name on one line)
-    with Tracer(pids=[os.getpid()], follow_children=True) as tracer:
+    with Tracer(Filters(pids=[os.getpid()], follow_children=True)) as tracer:
         attached = set(tracer.attached_tracepoints)
     checked = {check.split()[1] for check in status if check.startswith("tracepoint ")}
     assert {tp.split("|")[0] for tp in checked} == attached

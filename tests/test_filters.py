@@ -6,7 +6,7 @@ import os
 from collections.abc import Callable
 
 from conftest import Child, collect, events_of
-from echo_open import Tracer
+from echo_open import Filters, Tracer
 
 
 def _under(directory: os.PathLike) -> Callable[[bytes], bool]:
@@ -31,13 +31,13 @@ def _assert_only(tracer: Tracer, wanted: Child, other: Child, tmp_path, count: i
 
 def test_pid_filter(start_tracer, tmp_path):
     wanted, other = _wanted_and_other(tmp_path, f"openat:.:{tmp_path}/p")
-    tracer = start_tracer(pids=[wanted.pid])
+    tracer = start_tracer(Filters(pids=[wanted.pid]))
     _assert_only(tracer, wanted, other, tmp_path, 1)
 
 
 def test_several_pids(start_tracer, tmp_path):
     first, second, other = (Child(f"openat:.:{tmp_path}/m") for _ in range(3))
-    tracer = start_tracer(pids=[first.pid, second.pid])
+    tracer = start_tracer(Filters(pids=[first.pid, second.pid]))
     for child in (first, second, other):
         child.go()
     events = collect(tracer, lambda e: e.path_bytes.startswith(bytes(tmp_path)),
@@ -48,7 +48,7 @@ def test_several_pids(start_tracer, tmp_path):
 
 def test_tid_filter(start_tracer, tmp_path):
     wanted, other = _wanted_and_other(tmp_path, f"openat:.:{tmp_path}/t")
-    tracer = start_tracer(tids=[wanted.pid])  # the main thread's tid is the pid
+    tracer = start_tracer(Filters(tids=[wanted.pid]))  # the main thread's tid is the pid
     _assert_only(tracer, wanted, other, tmp_path, 1)
 
 
@@ -57,7 +57,7 @@ def test_uid_filter(start_tracer, tmp_path):
     nobody = ("setpriv", "--reuid=65534", "--regid=65534", "--clear-groups")
     wanted = Child(f"openat:.:{tmp_path}/u", prefix=nobody)
     other = Child(f"openat:.:{tmp_path}/u")
-    tracer = start_tracer(uid=65534)
+    tracer = start_tracer(Filters(uid=65534))
     wanted.go()
     other.go()
     events = events_of(tracer, wanted, 1, path_filter=_under(tmp_path))
@@ -68,7 +68,7 @@ def test_uid_filter(start_tracer, tmp_path):
 def test_failed_only(start_tracer, tmp_path):
     (tmp_path / "exists").write_text("")
     child = Child(f"openat:.:{tmp_path}/exists", f"openat:.:{tmp_path}/missing")
-    tracer = start_tracer(pids=[child.pid], failed_only=True)
+    tracer = start_tracer(Filters(pids=[child.pid], failed_only=True))
     child.go()
     events = events_of(tracer, child, 1, path_filter=_under(tmp_path))
     events += [e for e in tracer.read(0.3) if e.path_bytes.startswith(bytes(tmp_path))]
@@ -78,7 +78,7 @@ def test_failed_only(start_tracer, tmp_path):
 def test_name_filter_is_a_substring(start_tracer, tmp_path):
     wanted = Child(f"openat:.:{tmp_path}/n", name="zz-wanted-zz")
     other = Child(f"openat:.:{tmp_path}/n", name="zz-other-zz")
-    tracer = start_tracer(comm="wanted")
+    tracer = start_tracer(Filters(comm="wanted"))
     _assert_only(tracer, wanted, other, tmp_path, 1)
 
 
@@ -87,7 +87,7 @@ def test_flags_filter_any_of(start_tracer, tmp_path):
                   f"openat:.:{tmp_path}/w:{os.O_WRONLY | os.O_CREAT}",
                   f"openat:.:{tmp_path}/a:{os.O_RDWR | os.O_APPEND | os.O_CREAT}",
                   f"openat:.:{tmp_path}/c:{os.O_RDWR | os.O_CREAT}")
-    tracer = start_tracer(pids=[child.pid], flags=[os.O_WRONLY, os.O_APPEND])
+    tracer = start_tracer(Filters(pids=[child.pid], flags=[os.O_WRONLY, os.O_APPEND]))
     child.go()
     events = events_of(tracer, child, 2, path_filter=_under(tmp_path))
     events += [e for e in tracer.read(0.3) if e.path_bytes.startswith(bytes(tmp_path))]
@@ -97,7 +97,7 @@ def test_flags_filter_any_of(start_tracer, tmp_path):
 def test_flags_filter_rdonly(start_tracer, tmp_path):
     (tmp_path / "r").write_text("")
     child = Child(f"openat:.:{tmp_path}/r", f"openat:.:{tmp_path}/w:{os.O_WRONLY | os.O_CREAT}")
-    tracer = start_tracer(pids=[child.pid], flags=[0])
+    tracer = start_tracer(Filters(pids=[child.pid], flags=[0]))
     child.go()
     events = events_of(tracer, child, 1, path_filter=_under(tmp_path))
     events += [e for e in tracer.read(0.3) if e.path_bytes.startswith(bytes(tmp_path))]
@@ -109,7 +109,7 @@ def test_path_prefix_on_the_path_as_passed(start_tracer, tmp_path):
     (tmp_path / "out").mkdir()
     child = Child(f"openat:.:{tmp_path}/in/a", f"openat:.:{tmp_path}/out/b",
                   f"chdir:{tmp_path}/in", "openat:.:c")
-    tracer = start_tracer(pids=[child.pid], path_prefixes=[f"{tmp_path}/in/", "/nowhere/"])
+    tracer = start_tracer(Filters(pids=[child.pid], path_prefixes=[f"{tmp_path}/in/", "/nowhere/"]))
     child.go()
     events = events_of(tracer, child, 1)
     events += tracer.read(0.3)
@@ -122,8 +122,8 @@ def test_path_prefix_on_the_resolved_path(start_tracer, tmp_path):
     (tmp_path / "in" / "c").write_text("")
     child = Child(f"openat:.:{tmp_path}/out-a", f"chdir:{tmp_path}/in", "openat:.:c",
                   "openat:.:missing")
-    tracer = start_tracer(pids=[child.pid], path_prefixes=[f"{tmp_path}/in/"],
-                          prefix_on_resolved=True)
+    tracer = start_tracer(Filters(pids=[child.pid], path_prefixes=[f"{tmp_path}/in/"],
+                                  prefix_on_resolved=True))
     child.go()
     events = events_of(tracer, child, 2)
     events += tracer.read(0.3)
@@ -133,7 +133,7 @@ def test_path_prefix_on_the_resolved_path(start_tracer, tmp_path):
 
 def test_no_filter_match_emits_nothing(start_tracer, tmp_path):
     child = Child(*(f"openat:.:{tmp_path}/x{i}" for i in range(50)))
-    tracer = start_tracer(comm="no-such-name")
+    tracer = start_tracer(Filters(comm="no-such-name"))
     before = tracer.stats()
     child.go()
     assert [e for e in tracer.read(0.5) if e.pid == child.pid] == []

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from conftest import collect
-from echo_open import OpenEvent, Tracer
+from echo_open import Filters, OpenEvent, Tracer
 
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE / "uring_open.c"
@@ -149,8 +149,8 @@ def test_a_fixed_file_open_of_a_missing_file_is_enoent(tracer, uring_open, tree)
 def test_a_pid_filter_keeps_other_processes_io_uring_opens_out(start_tracer, uring_open,
                                                                tree):
     child = UringChild(uring_open, "openat", tree / "dir", "sub/file")
-    others = start_tracer(pids=[os.getppid()])
-    ours = start_tracer(pids=[child.pid])
+    others = start_tracer(Filters(pids=[os.getppid()]))
+    ours = start_tracer(Filters(pids=[child.pid]))
     child.go()
     assert len(uring_opens(ours, child)) == 1
     assert uring_opens(others, child, timeout=1.0) == []

@@ -11,7 +11,7 @@ from pathlib import Path
 from test_io_uring import UringChild, uring_open  # noqa: F401 (uring_open: a fixture)
 
 from conftest import collect
-from echo_open import Tracer, system
+from echo_open import Filters, Tracer, Tuning, system
 
 URING_SUBMITS = {"io_uring:io_uring_submit_req", "io_uring:io_uring_submit_sqe"}
 
@@ -81,7 +81,7 @@ def test_a_missing_io_uring_submit_tracepoint_is_a_limitation_not_a_failure(
             real(root, category, name)
 
     monkeypatch.setattr(system, "tracepoint_exists", hidden)
-    with Tracer(poll_interval=0.05) as tracer:
+    with Tracer(tuning=Tuning(poll_interval=0.05)) as tracer:
         assert tracer.limitations == ["io_uring opens (no io_uring submit tracepoint)"]
         assert not any(tp.startswith("io_uring:") for tp in tracer.attached_tracepoints)
         (tmp_path / "dir").mkdir()
@@ -108,7 +108,7 @@ def test_a_name_filter_stops_at_the_nul_after_a_rename(start_tracer, tmp_path):
     # it was: after "longname-xyz" (rejected by the flags filter: it leaves its name on
     # the stack, "-xyz" in the buffer's second word) a process renamed "ab" reads
     # "ab\0\0\0\0\0\0-xyz". "-n xyz" must not match "ab"
-    tracer = start_tracer(comm="xyz", flags=[os.O_WRONLY])
+    tracer = start_tracer(Filters(comm="xyz", flags=[os.O_WRONLY]))
     as_long, as_short = run_renaming_child(tracer, tmp_path, "control,shallow")
     assert len(as_long) == 1, "the filter did not match the write-only open as longname-xyz"
     assert as_short == [], f"matched {len(as_short)} opens of a process named 'ab'"

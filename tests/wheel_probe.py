@@ -27,7 +27,7 @@ def mapped(*names: str) -> list[str]:
 def main(target: str) -> dict:
     import echo_open
     import echo_open._libbpf as binding
-    from echo_open import Tracer
+    from echo_open import Filters, Tracer, Tuning
     from echo_open.loader import libbpf_version
 
     # held before its open until the tracer is attached
@@ -35,7 +35,7 @@ def main(target: str) -> dict:
         [sys.executable, "-I", "-c", "import sys; sys.stdin.readline(); open(sys.argv[1]).close()",
          target], stdin=subprocess.PIPE, text=True)
     events = []
-    with Tracer(pids=[child.pid], poll_interval=0.05) as tracer:
+    with Tracer(Filters(pids=[child.pid]), Tuning(poll_interval=0.05)) as tracer:
         child.stdin.write("go\n")
         child.stdin.close()
         deadline = time.monotonic() + 30

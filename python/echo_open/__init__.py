@@ -16,15 +16,16 @@ _EXPORTS = {
     "OpenEvent": "events",
     "EnvironmentProblem": "system", "NoBTF": "system", "NoTracefs": "system",
     "NotPermitted": "system",
-    "InvalidSetting": "tracer", "Stats": "tracer", "Tracer": "tracer",
+    "Filters": "tracer", "InvalidSetting": "tracer", "Stats": "tracer", "Tracer": "tracer",
+    "Tuning": "tracer",
 }
-__all__ = ["EnvironmentProblem", "InvalidSetting", "NoBTF", "NoTracefs", "NotPermitted",
-           "OpenEvent", "Stats", "Tracer"]
+__all__ = ["EnvironmentProblem", "Filters", "InvalidSetting", "NoBTF", "NoTracefs",
+           "NotPermitted", "OpenEvent", "Stats", "Tracer", "Tuning"]
 
 if TYPE_CHECKING:
     from .events import OpenEvent
     from .system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
-    from .tracer import InvalidSetting, Stats, Tracer
+    from .tracer import Filters, InvalidSetting, Stats, Tracer, Tuning
 
 
 def __getattr__(name: str) -> object:

@@ -464,13 +464,13 @@ def _try_load(path: Path, tracefs: Path, follow_children: bool) -> str | None:
     """None if the object loads; else the kernel's refusal in one line."""
     from .loader import BPFError, BPFObject, LoadError
     from .loader.probe import MAP_TYPE_PROG_ARRAY, map_type
-    from .tracer import Tracer
+    from .tracer import Filters, Tracer
 
     # the tracer's own configuration: the programs, maps and settings it would load
-    tracer = Tracer(pids=[os.getpid()], follow_children=follow_children)
+    tracer = Tracer(Filters(pids=[os.getpid()], follow_children=follow_children))
     try:
         with BPFObject.open(path) as obj:
-            tracer._configure(obj, tracefs)
+            tracer.configure(obj, tracefs)
             try:
                 obj.load()
             finally:

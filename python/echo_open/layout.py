@@ -50,6 +50,9 @@ MAX_PREFIXES = lib.EO_MAX_PREFIXES
 PREFIX_MAX = lib.EO_PREFIX_MAX
 MAX_FILTER_IDS = lib.EO_MAX_FILTER_IDS
 MAX_TAIL = lib.EO_MAX_TAIL  # what one record may carry after its header
+DEFAULT_RING_SIZE = lib.EO_DEFAULT_RING_SIZE
+MIN_RING_SIZE = lib.EO_MIN_RING_SIZE
+MAX_RING_SIZE = lib.EO_MAX_RING_SIZE
 
 
 def new_config():

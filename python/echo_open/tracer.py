@@ -1,6 +1,6 @@
 """The open tracer: echo_open.bpf.o loaded through the generic loader.
 
-    with Tracer(pids=[1234], failed_only=True) as tracer:
+    with Tracer(Filters(pids=[1234], failed_only=True)) as tracer:
         for event in tracer.events(timeout=1.0):
             print(event.pid, event.path, event.error)
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import importlib.resources
 import os
-import struct
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
@@ -101,67 +100,51 @@ _COUNTER_SLOTS = {
 }
 
 
-def _as_bytes(value: PathLike) -> bytes:
-    return os.fsencode(value)
+def _ring_size_text(size: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if size >= 1 << shift and not size % (1 << shift):
+            return f"{size >> shift}{unit}"
+    return str(size)
 
 
-class Tracer:
-    """Every open on the machine, filtered in the kernel.
+@dataclass(frozen=True)
+class Filters:
+    """Which opens are traced, decided in the kernel; an open must pass every one given.
 
-    Filters (all optional; an open must pass every one given):
-      pids, tids     -- thread group ids / thread ids (several allowed)
+      pids, tids      -- thread group ids / thread ids (several allowed)
       follow_children -- with pids: every process they start later is traced too
-                        (and its children), from its first instruction
-      uid            -- the opener's real uid
-      failed_only    -- only opens that failed
-      comm           -- the process name contains this (up to 15 bytes)
-      flags          -- open flags: any of them set (O_RDONLY matches read-only opens)
-      path_prefixes  -- the path starts with one of these (up to 8, 255 bytes each);
-                        matched on the resolved path if prefix_on_resolved
-    Tuning: ring_size (bytes, a power of two), wakeup_bytes (wake the consumer
-    only while this much is pending; 0 wakes per record; default 256 KiB or a
-    quarter of the ring), poll_interval (the longest an event waits in the ring
-    when fewer than wakeup_bytes are pending).
+                         (and its children), from its first instruction
+      uid             -- the opener's real uid
+      failed_only     -- only opens that failed
+      comm            -- the process name contains this (up to 15 bytes)
+      flags           -- open flags: any of them set (O_RDONLY matches read-only opens)
+      path_prefixes   -- the path starts with one of these (up to 8, 255 bytes each);
+                         matched on the resolved path if prefix_on_resolved
+
+    Values are normalised (ids sorted, names and paths as bytes) and checked against
+    echo_open.h's limits when it is made: a bad one raises InvalidSetting.
     """
 
-    def __init__(self, *, pids: Iterable[int] = (), tids: Iterable[int] = (),
-                 uid: int | None = None, failed_only: bool = False,
-                 comm: str | bytes | None = None, flags: Iterable[int] = (),
-                 path_prefixes: Iterable[PathLike] = (), prefix_on_resolved: bool = False,
-                 resolve_paths: bool = True, ring_size: int = 4 << 20,
-                 wakeup_bytes: int | None = None, wakeup_interval: float = 0.001,
-                 poll_interval: float = 0.1, exclude_self: bool = True,
-                 follow_children: bool = False,
-                 object_path: PathLike | None = None) -> None:
-        self.pids = sorted(set(pids))
-        self.tids = sorted(set(tids))
-        self.uid = uid
-        self.failed_only = failed_only
-        self.comm = os.fsencode(comm) if comm is not None else None
-        self.flags = list(flags)
-        self.path_prefixes = [_as_bytes(p) for p in path_prefixes]
-        self.prefix_on_resolved = prefix_on_resolved
-        self.resolve_paths = resolve_paths or prefix_on_resolved
-        self.ring_size = ring_size
-        # wake the consumer only for a good batch, but well before the ring fills
-        self.wakeup_bytes = min(256 << 10, ring_size // 4) if wakeup_bytes is None \
-            else wakeup_bytes
-        self.wakeup_interval = wakeup_interval
-        self.poll_interval = poll_interval
-        self.exclude_self = exclude_self
-        self.follow_children = follow_children
-        self.object_path = Path(os.fsdecode(object_path)) if object_path else None
-        self._validate()
-        self._obj: BPFObject | None = None
-        self._links: list[Link] = []
-        self._ring: RingBuffer | None = None
-        self._wall_offset_ns = 0
-        self.attached_tracepoints: list[str] = []
-        # what this kernel cannot trace, as short phrases, filled by start()
-        self.limitations: list[str] = []
-        self._attached_programs: list[str] = []
+    pids: Iterable[int] = ()
+    tids: Iterable[int] = ()
+    follow_children: bool = False
+    uid: int | None = None
+    failed_only: bool = False
+    comm: str | bytes | None = None
+    flags: Iterable[int] = ()
+    path_prefixes: Iterable[PathLike] = ()
+    prefix_on_resolved: bool = False
 
-    def _validate(self) -> None:
+    def __post_init__(self) -> None:
+        normal = {"pids": tuple(sorted(set(self.pids))), "tids": tuple(sorted(set(self.tids))),
+                  "comm": None if self.comm is None else os.fsencode(self.comm),
+                  "flags": tuple(self.flags),
+                  "path_prefixes": tuple(os.fsencode(p) for p in self.path_prefixes)}
+        for name, value in normal.items():
+            object.__setattr__(self, name, value)
+        self._check()
+
+    def _check(self) -> None:
         if self.follow_children and not self.pids:
             raise InvalidSetting("follow_children", "follow_children needs the pids to start from")
         for setting, name, ids in (("pids", "pid", self.pids), ("tids", "tid", self.tids)):
@@ -187,13 +170,78 @@ class Tracer:
         for flag in self.flags:
             if not 0 <= flag < 2**32:
                 raise InvalidSetting("flags", f"bad open flag {flag}")
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """How the tracer trades memory, latency and cost; checked when it is made.
+
+      ring_size       -- bytes of ring buffer, a power of two (mapped twice: twice in RSS)
+      wakeup_bytes    -- wake the consumer only while this much is pending (0: per record;
+                         None: 256 KiB or a quarter of the ring)
+      wakeup_interval -- and at most this often per CPU (seconds)
+      poll_interval   -- the longest a record waits in the ring when fewer than
+                         wakeup_bytes are pending (seconds)
+      resolve_paths   -- resolve each open to an absolute path in the kernel (~0.5 us
+                         per successful open); always on with prefix_on_resolved
+    """
+
+    ring_size: int = layout.DEFAULT_RING_SIZE
+    wakeup_bytes: int | None = None
+    wakeup_interval: float = 0.001
+    poll_interval: float = 0.1
+    resolve_paths: bool = True
+
+    def __post_init__(self) -> None:
         size = self.ring_size
-        if size < 1 << 16 or size & (size - 1) or size > 1 << 30:
-            raise InvalidSetting("ring_size", "the ring size is a power of two from 64K to 1G")
-        if self.wakeup_bytes < 0 or self.wakeup_bytes >= size:
+        if size < layout.MIN_RING_SIZE or size & (size - 1) or size > layout.MAX_RING_SIZE:
+            raise InvalidSetting("ring_size", f"the ring size is a power of two from "
+                                 f"{_ring_size_text(layout.MIN_RING_SIZE)} to "
+                                 f"{_ring_size_text(layout.MAX_RING_SIZE)}")
+        if not 0 <= self.wakeup_threshold < size:
             raise InvalidSetting("wakeup_bytes", "wakeup_bytes must be below the ring size")
-        if self.poll_interval <= 0:
+        if not self.wakeup_interval >= 0:
+            raise InvalidSetting("wakeup_interval", "wakeup_interval must not be negative")
+        if not self.poll_interval > 0:
             raise InvalidSetting("poll_interval", "poll_interval must be positive")
+
+    @property
+    def wakeup_threshold(self) -> int:
+        """wakeup_bytes, or its default: a good batch, but well before the ring fills."""
+        if self.wakeup_bytes is None:
+            return min(256 << 10, self.ring_size // 4)
+        return self.wakeup_bytes
+
+    @property
+    def ring_size_text(self) -> str:
+        return _ring_size_text(self.ring_size)
+
+
+class Tracer:
+    """Every open on the machine, filtered in the kernel (``Filters``), tuned by ``Tuning``.
+
+    ``exclude_self``: the tracer's own opens are not traced; ``object_path``: another
+    build of echo_open.bpf.o than the one shipped in the package.
+    """
+
+    def __init__(self, filters: Filters | None = None, tuning: Tuning | None = None, *,
+                 exclude_self: bool = True, object_path: PathLike | None = None) -> None:
+        self.filters = filters if filters is not None else Filters()
+        self.tuning = tuning if tuning is not None else Tuning()
+        self.exclude_self = exclude_self
+        self.object_path = Path(os.fsdecode(object_path)) if object_path else None
+        self._obj: BPFObject | None = None
+        self._links: list[Link] = []
+        self._ring: RingBuffer | None = None
+        self._wall_offset_ns = 0
+        self.attached_tracepoints: list[str] = []
+        # what this kernel cannot trace, as short phrases, filled by start()
+        self.limitations: list[str] = []
+        self._attached_programs: list[str] = []
+
+    @property
+    def poll_interval(self) -> float:
+        return self.tuning.poll_interval
 
     # ---- lifecycle: open -> configure -> load -> attach
 
@@ -203,7 +251,7 @@ class Tracer:
         tracefs = system.check_all()
         obj = BPFObject.open(self.object_path or default_object_path())
         try:
-            self._configure(obj, tracefs)
+            self.configure(obj, tracefs)
             obj.load()
             self._fill_filter_maps(obj)
             # a batch of 2048 short records or 250 whole 8 KiB ones: big enough to
@@ -222,8 +270,11 @@ class Tracer:
         self._obj = obj
         return self
 
-    def _configure(self, obj: BPFObject, tracefs: Path) -> None:
-        obj.map("events").max_entries = self.ring_size
+    def configure(self, obj: BPFObject, tracefs: Path) -> None:
+        """The configure phase, on an opened object: which programs load, map sizes, the
+        settings in .rodata. start() calls it; doctor too, to load what the tracer would."""
+        filters, tuning = self.filters, self.tuning
+        obj.map("events").max_entries = tuning.ring_size
         self.attached_tracepoints = []
         self.limitations = []
         self._attached_programs = []
@@ -236,39 +287,39 @@ class Tracer:
                 self.limitations.append(f"{syscall} opens (no syscalls:{missing[0]} tracepoint)")
         self._configure_io_uring(obj, tracefs)
         for program in _FOLLOW:
-            obj.program(program).autoload = self.follow_children
-        if self.follow_children:
+            obj.program(program).autoload = filters.follow_children
+        if filters.follow_children:
             # the tree's live processes, not only the pids given
             obj.map("filter_pids").max_entries = _FOLLOWED_PROCESSES
             self._attached_programs += _FOLLOW
         config = layout.new_config()
-        config.wakeup_bytes = self.wakeup_bytes
-        config.wakeup_min_ns = int(self.wakeup_interval * 1e9)
+        config.wakeup_bytes = tuning.wakeup_threshold
+        config.wakeup_min_ns = int(tuning.wakeup_interval * 1e9)
         config.self_tgid = os.getpid() if self.exclude_self else 0
-        config.filter_pid = bool(self.pids)
-        config.filter_tid = bool(self.tids)
-        config.follow_forks = self.follow_children
-        if len(self.pids) == 1 and not self.follow_children:
-            config.single_pid = self.pids[0]  # the commonest filter, at no lookup's cost
-        if self.uid is not None:
+        config.filter_pid = bool(filters.pids)
+        config.filter_tid = bool(filters.tids)
+        config.follow_forks = filters.follow_children
+        if len(filters.pids) == 1 and not filters.follow_children:
+            config.single_pid = filters.pids[0]  # the commonest filter, at no lookup's cost
+        if filters.uid is not None:
             config.filter_uid = 1
-            config.uid = self.uid
-        config.failed_only = self.failed_only
-        if self.flags:
+            config.uid = filters.uid
+        config.failed_only = filters.failed_only
+        if filters.flags:
             config.filter_flags = 1
             mask = 0
-            for flag in self.flags:
+            for flag in filters.flags:
                 mask |= flag
                 if flag == 0:
                     config.flags_rdonly = 1
             config.flags_any = mask
-        config.resolve_paths = self.resolve_paths
-        config.prefix_on_resolved = self.prefix_on_resolved
-        if self.comm:
-            config.comm_len = len(self.comm)
-            config.comm_match = self.comm
-        config.n_prefixes = len(self.path_prefixes)
-        for i, prefix in enumerate(self.path_prefixes):
+        config.resolve_paths = tuning.resolve_paths or filters.prefix_on_resolved
+        config.prefix_on_resolved = filters.prefix_on_resolved
+        if filters.comm:
+            config.comm_len = len(filters.comm)
+            config.comm_match = filters.comm
+        config.n_prefixes = len(filters.path_prefixes)
+        for i, prefix in enumerate(filters.path_prefixes):
             config.prefix_len[i] = len(prefix)
             config.prefix[i] = prefix
         rodata = obj.map(".rodata.config").initial_value()
@@ -301,10 +352,11 @@ class Tracer:
             self.limitations.append("io_uring opens (no io_uring:io_uring_complete tracepoint)")
 
     def _fill_filter_maps(self, obj: BPFObject) -> None:
-        for map_name, ids in (("filter_pids", self.pids), ("filter_tids", self.tids)):
+        for map_name, ids in (("filter_pids", self.filters.pids),
+                              ("filter_tids", self.filters.tids)):
             bpf_map = obj.map(map_name)
             for value in ids:
-                bpf_map.update(struct.pack("<I", value), b"\x01")
+                bpf_map.update(bpf_map.int_key(value), bpf_map.int_value(1))
 
     def detach(self) -> None:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
@@ -326,7 +378,8 @@ class Tracer:
         if self._obj is not None:
             # the kernel empties a program array asynchronously once its last fd is
             # closed; emptying it here frees finish_open before we return
-            self._obj.map("finishers").delete(struct.pack("<I", 0))
+            finishers = self._obj.map("finishers")
+            finishers.delete(finishers.int_key(0))
             self._obj.close()
             self._obj = None
 
@@ -363,7 +416,7 @@ class Tracer:
         ring = self._ring_or_raise()
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            wait = self.poll_interval
+            wait = self.tuning.poll_interval
             if deadline is not None:
                 wait = max(0.0, min(wait, deadline - time.monotonic()))
             batch = ring.poll(wait)
@@ -417,7 +470,7 @@ class Tracer:
                 woken.clear()
                 # records written without a wake-up are collected on timeout
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(woken.wait(), self.poll_interval)
+                    await asyncio.wait_for(woken.wait(), self.tuning.poll_interval)
         finally:
             loop.remove_reader(fd)
 
@@ -432,6 +485,6 @@ class Tracer:
         counters = self._obj.map("counters")
         values = {}
         for name, slot in _COUNTER_SLOTS.items():
-            per_cpu = counters.lookup(struct.pack("<I", slot)) or []
-            values[name] = sum(struct.unpack("<Q", value)[0] for value in per_cpu)
+            per_cpu = counters.lookup(counters.int_key(slot)) or []
+            values[name] = sum(counters.as_int(value) for value in per_cpu)
         return Stats(**values)

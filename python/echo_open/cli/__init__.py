@@ -24,13 +24,14 @@ from typing import Annotated
 import typer
 
 from .. import doctor as _doctor
+from .. import layout
 from ..flags import OPEN_FLAGS, parse_open_flag
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
 
 try:
     from ..loader import BPFError, LoadError, RecordBatch
     from ..render import JsonRenderer, TableRenderer
-    from ..tracer import InvalidSetting, Stats, Tracer
+    from ..tracer import Filters, InvalidSetting, Stats, Tracer, Tuning
 except ImportError as exc:  # libbpf missing or too old: --version and doctor still run
     _BINDING_ERROR: ImportError | None = exc
 else:
@@ -268,8 +269,9 @@ def trace(
         help="Match --path-prefix on the path as passed or on the resolved path.")
     ] = PrefixOn.passed,
     ring_size: Annotated[int, typer.Option(
-        "--ring-size", metavar="SIZE", parser=_size, show_default="4M",
-        help="Ring buffer size (power of two).")] = 4 << 20,
+        "--ring-size", metavar="SIZE", parser=_size,
+        show_default=f"{layout.DEFAULT_RING_SIZE >> 20}M",
+        help="Ring buffer size (power of two).")] = layout.DEFAULT_RING_SIZE,
     verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
                        ] = False,
     version: Annotated[bool, typer.Option(
@@ -303,11 +305,10 @@ def trace(
     try:
         # the kernel resolves paths only when they are shown or matched on: the walk
         # costs each successful open ~0.5 us, and a long path twice its ring space
-        tracer = Tracer(pids=pid, tids=tid, uid=uid, failed_only=failed, comm=name,
-                        flags=flag, path_prefixes=path_prefix,
-                        prefix_on_resolved=prefix_on is PrefixOn.resolved,
-                        resolve_paths=full_path or json_lines, ring_size=ring_size,
-                        follow_children=child is not None)
+        filters = Filters(pids=pid, tids=tid, follow_children=child is not None, uid=uid,
+                          failed_only=failed, comm=name, flags=flag, path_prefixes=path_prefix,
+                          prefix_on_resolved=prefix_on is PrefixOn.resolved)
+        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=full_path or json_lines))
     except InvalidSetting as exc:
         if child is not None:
             child.kill()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -11,10 +12,11 @@ from .errors import BPFError, check
 if TYPE_CHECKING:
     from .object import BPFObject
 
-# linux/bpf.h enum bpf_map_type: the ones whose values are per CPU
-# PERCPU_HASH, PERCPU_ARRAY, LRU_PERCPU_HASH, PERCPU_CGROUP_STORAGE
-PERCPU_TYPES = frozenset({5, 6, 10, 21})
-RINGBUF_TYPE = 27
+# enum bpf_map_type, as libbpf's headers number it: the types whose values are per CPU
+PERCPU_TYPES = frozenset({lib.BPF_MAP_TYPE_PERCPU_HASH, lib.BPF_MAP_TYPE_PERCPU_ARRAY,
+                          lib.BPF_MAP_TYPE_LRU_PERCPU_HASH,
+                          lib.BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE})
+RINGBUF_TYPE = lib.BPF_MAP_TYPE_RINGBUF
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 
@@ -73,6 +75,17 @@ class Map:
         return self._obj._stage(self, ffi.buffer(ffi.cast("char *", ptr), size[0]))
 
     # ---- element access (after load)
+
+    def int_key(self, key: int) -> bytes:
+        """An integer as this map's key: its key size, the machine's byte order."""
+        return key.to_bytes(self.key_size, sys.byteorder)
+
+    def int_value(self, value: int) -> bytes:
+        return value.to_bytes(self.value_size, sys.byteorder)
+
+    def as_int(self, value: bytes) -> int:
+        """A value of this map read as an unsigned integer."""
+        return int.from_bytes(value[:self.value_size], sys.byteorder)
 
     def _key(self, key: Bytes):
         if len(key) != self.key_size:
