@@ -612,3 +612,40 @@ def test_a_reader_that_goes_away_stops_the_tracer_without_a_write():
     assert status == 0
     assert "events shown" in tracer.stderr.read().decode()
     assert not progs & _bpf_prog_ids(), "programs left in the kernel"
+
+
+def _with_tracepoints(events: list[str], command: str) -> subprocess.CompletedProcess[str]:
+    """Run command where tracefs shows only these syscalls:* events (bound from a real
+    tracefs into an empty one), in a private mount namespace."""
+    real = "/run/eo-real-tracefs"
+    lines = ["set -e", f"mkdir -p {real}", f"mount -t tracefs nodev {real}",
+             "mount -t tmpfs eo-fake /sys/kernel/tracing",
+             "mkdir -p /sys/kernel/tracing/events/syscalls",
+             "umount /sys/kernel/debug 2>/dev/null || true"]
+    for event in events:
+        lines += [f"mkdir /sys/kernel/tracing/events/syscalls/{event}",
+                  f"mount --bind {real}/events/syscalls/{event} "
+                  f"/sys/kernel/tracing/events/syscalls/{event}"]
+    lines.append(command)
+    return subprocess.run(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                           "\n".join(lines)], capture_output=True, text=True, timeout=30)
+
+
+def test_no_open_tracepoint_at_all_is_exit_72_not_an_empty_trace():
+    done = _with_tracepoints([], f"{ECHO_OPEN} -d 0.5")
+    assert done.returncode == 72, done.stderr
+    assert done.stderr.count("\n") == 1 and "nothing could be traced" in done.stderr
+
+
+def test_missing_tracepoints_are_named_in_one_line_and_the_rest_traces(tmp_path):
+    target = tmp_path / "seen"
+    target.write_text("")
+    done = _with_tracepoints(["sys_enter_openat", "sys_exit_openat"],
+                             f"{ECHO_OPEN} --json -- cat {target}")
+    assert done.returncode == 0, done.stderr
+    assert "echo-open: tracing (2 tracepoints)" in done.stderr
+    (missing,) = [line for line in done.stderr.splitlines() if "not traced" in line]
+    assert missing.startswith("echo-open: not traced on this kernel: open opens (no "
+                              "syscalls:sys_enter_open tracepoint); openat2 opens")
+    assert "io_uring opens" in missing
+    assert any(json.loads(line)["path"] == str(target) for line in done.stdout.splitlines())

@@ -252,6 +252,10 @@ class Tracer:
         obj = BPFObject.open(self.object_path or default_object_path())
         try:
             self.configure(obj, tracefs)
+            if not any(tp.startswith("syscalls:") for tp in self.attached_tracepoints):
+                raise system.NoTracefs(
+                    f"none of the open syscalls' tracepoints is in {tracefs}/events/syscalls "
+                    "(a kernel without CONFIG_FTRACE_SYSCALLS?): nothing could be traced")
             obj.load()
             self._fill_filter_maps(obj)
             # a batch of 2048 short records or 250 whole 8 KiB ones: big enough to

@@ -512,6 +512,9 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
     # on stderr, so scripts and harnesses know when opens are being seen
     print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
           "Ctrl-C to stop", file=sys.stderr, flush=True)
+    if tracer.limitations:
+        print(f"echo-open: not traced on this kernel: {'; '.join(tracer.limitations)}",
+              file=sys.stderr, flush=True)
     deadline = None if duration is None else time.monotonic() + duration
     if duration is not None:
         stop.expire_after(duration)  # also ends a write that blocks past the deadline
