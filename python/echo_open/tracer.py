@@ -37,6 +37,7 @@ _PAIRS = [
 _URING_SUBMITS = [("uring_submit", "io_uring_submit_req"),       # 6.4 and later
                   ("uring_submit_sqe", "io_uring_submit_sqe")]   # up to 6.3 (Debian 12: 6.1)
 _URING_COMPLETE = ("uring_complete", "io_uring_complete")
+_URING_PROGRAMS = {program for program, _ in [*_URING_SUBMITS, _URING_COMPLETE]}
 
 # tp_btf programs (no tracefs needed) that grow and shrink the pid filter
 _FOLLOW = ["follow_fork", "follow_exit"]
@@ -151,6 +152,7 @@ class Tracer:
         self._validate()
         self._obj: BPFObject | None = None
         self._links: list[Link] = []
+        self._link_programs: list[str] = []   # the program of each link
         self._ring: RingBuffer | None = None
         self._wall_offset_ns = 0
         self.attached_tracepoints: list[str] = []
@@ -208,6 +210,7 @@ class Tracer:
                                     batch_bytes=2 << 20)
             self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
             self._links = [obj.program(name).attach() for name in self._attached_programs]
+            self._link_programs = list(self._attached_programs)
         except BaseException:
             if self._ring is not None:
                 self._ring.close()
@@ -304,13 +307,21 @@ class Tracer:
     def detach(self) -> None:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
         links, self._links = self._links, []
+        programs, self._link_programs = self._link_programs, []
         # each close waits out the kernel's tracepoint-unregister grace period (~70 ms
-        # here, 0.85 s for all twelve one by one); closed together, they overlap
-        closers = [threading.Thread(target=link.close) for link in links]
+        # here, 0.85 s for all twelve one by one); closed together, they overlap. Not the
+        # io_uring ones: on 6.1, closing them alongside the others locked both CPUs up
+        # (soft lockup, RCU stall); they go one by one once the rest are closed.
+        together = [link for link, name in zip(links, programs, strict=True)
+                    if name not in _URING_PROGRAMS]
+        closers = [threading.Thread(target=link.close) for link in together]
         for closer in closers:
             closer.start()
         for closer in closers:
             closer.join()
+        for link, name in zip(links, programs, strict=True):
+            if name in _URING_PROGRAMS:
+                link.close()
 
     def close(self) -> None:
         """Detach everything and free the kernel objects. Safe to call twice."""
