@@ -520,18 +520,17 @@ static __always_inline bool file_path(struct file *file, struct dentry **dentry,
  * The file a fixed-file (direct descriptor) open installed: slot file_slot - 1,
  * or with IORING_FILE_INDEX_ALLOC the slot the kernel picked, which is res.
  * Read from the ring's table, flag bits in the low bits of the pointer: from
- * 6.13 io_rsrc_node->file_ptr; before (6.1) an array of io_fixed_file, bounded
- * by nr_user_files (the ___v61 flavors below). Where neither layout exists,
- * CO-RE drops this code and a fixed-file open is left unresolved (fixed_file
- * set, fd None).
+ * 6.13 io_rsrc_node->file_ptr; before (6.1) an array of io_fixed_file (one
+ * unsigned long, file_ptr), bounded by nr_user_files (the ___v61 flavors below).
+ * Where neither layout exists, CO-RE drops this code and a fixed-file open is
+ * left unresolved (fixed_file set, fd None).
  *
- * An io_fixed_file is one unsigned long (file_ptr), read as such: a flavor of a
- * type the kernel lacks altogether (6.13 dropped io_fixed_file) makes libbpf
- * search the module BTFs, which needs CAP_SYS_ADMIN, and the load fails EPERM
- * with CAP_BPF + CAP_PERFMON alone.
+ * Every flavor names a type that both kernels have (io_file_table, io_ring_ctx):
+ * for a type missing from vmlinux, libbpf would search the modules' BTF, which
+ * needs CAP_SYS_ADMIN, and loading with CAP_BPF + CAP_PERFMON would fail.
  */
 struct io_file_table___v61 {
-	unsigned long *files;   /* struct io_fixed_file *: { unsigned long file_ptr; } */
+	unsigned long *files;   /* struct io_fixed_file { unsigned long file_ptr; } */
 } __attribute__((preserve_access_index));
 
 struct io_ring_ctx___v61 {
@@ -542,8 +541,7 @@ struct io_ring_ctx___v61 {
 static __always_inline struct file *fixed_file_v61(struct io_kiocb *req, __u32 index)
 {
 	struct io_ring_ctx___v61 *ring = (void *)BPF_CORE_READ(req, ctx);
-	unsigned long *files;
-	unsigned long file_ptr = 0;
+	unsigned long *files, file_ptr = 0;
 
 	if (index >= BPF_CORE_READ(ring, nr_user_files))
 		return NULL;

@@ -36,6 +36,7 @@ _PAIRS = [
 _URING_SUBMITS = [("uring_submit", "io_uring_submit_req"),       # 6.4 and later
                   ("uring_submit_sqe", "io_uring_submit_sqe")]   # up to 6.3 (Debian 12: 6.1)
 _URING_COMPLETE = ("uring_complete", "io_uring_complete")
+_URING_PROGRAMS = {program for program, _ in [*_URING_SUBMITS, _URING_COMPLETE]}
 
 # tp_btf programs (no tracefs needed) that grow and shrink the pid filter
 _FOLLOW = ["follow_fork", "follow_exit"]
@@ -366,12 +367,17 @@ class Tracer:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
         links, self._links = self._links, []
         # each close waits out the kernel's tracepoint-unregister grace period (~70 ms
-        # here, 0.85 s for all twelve one by one); closed together, they overlap
-        closers = [threading.Thread(target=link.close) for link in links]
+        # here, 0.85 s for all twelve one by one); closed together, they overlap. Not the
+        # io_uring ones: on 6.1, closing them alongside the others locked both CPUs up
+        # (soft lockup, RCU stall); they go one by one once the rest are closed.
+        uring = [link for link in links if link.program_name in _URING_PROGRAMS]
+        closers = [threading.Thread(target=link.close) for link in links if link not in uring]
         for closer in closers:
             closer.start()
         for closer in closers:
             closer.join()
+        for link in uring:
+            link.close()
 
     def close(self) -> None:
         """Detach everything and free the kernel objects. Safe to call twice."""
