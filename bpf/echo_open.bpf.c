@@ -17,32 +17,23 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "echo_open.h"
+#include "resolve.bpf.h"
 
 #define AT_FDCWD -100
 #define O_ACCMODE 3
 #define O_WRONLY 1
 #define O_CREAT 0100
 #define O_TRUNC 01000
-#define WALK_STEPS 2200         /* a 4096-byte path has at most 2048 components */
-#define MAX_ERRNO 4095
+#define EFAULT 14
 #define RESOLVE_IN_ROOT 0x10    /* openat2: absolute paths start at dfd */
-#define PIPEFS_MAGIC 0x50495045
-#define SOCKFS_MAGIC 0x534F434B
 #define IORING_FILE_INDEX_ALLOC (~0U)
 #define FFS_FLAG_BITS 7UL       /* io_uring keeps flags in the low bits of a fixed file pointer */
-#define INO_DIGITS 20
-#define PSEUDO_KIND_MAX 32     /* bytes of "pipe" or a file system type name */
 
 /* A record as built in the per-CPU scratch: header, path, resolved path. */
 struct eo_record {
 	struct eo_event hdr;
 	char data[2 * EO_PATH_MAX + EO_NAME_MAX];
 	__u64 req;        /* for finish_open: the io_uring request (0: a syscall); not sent */
-};
-
-/* The resolved path is built backwards from the end of buf[0..EO_PATH_MAX). */
-struct walk_buf {
-	char buf[2 * EO_PATH_MAX + EO_NAME_MAX];
 };
 
 /* An open between its sys_enter and sys_exit, kept in the thread's task storage. */
@@ -274,15 +265,15 @@ static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 	clear_after_nul(e->comm);
 }
 
-/* Read the path as passed into r->data; returns its length. */
-static __always_inline __u32 read_user_path(struct eo_record *r, const char *filename)
+/*
+ * The length of a path just read into r->data by a *_str helper that returned n
+ * (its NUL included, or -errno), marking the record: the kernel's PATH_MAX is
+ * 4096 with the NUL, so up to EO_PATH_MAX - 1 bytes are a whole path; a longer
+ * one is cut to that and marked truncated. Reads take EO_PATH_MAX + 1 bytes, to
+ * tell "exactly 4095" from "longer".
+ */
+static __always_inline __u32 path_read(struct eo_record *r, long n)
 {
-	long n;
-
-	if (!filename)
-		return 0;
-	/* one byte more than we deliver, to tell "exactly 4095" from "longer" */
-	n = bpf_probe_read_user_str(r->data, EO_PATH_MAX + 1, filename);
 	if (n < 0) {
 		r->hdr.status |= EO_ST_PATH_FAULT;
 		count(EO_DROP_PATH_FAULT);
@@ -291,202 +282,18 @@ static __always_inline __u32 read_user_path(struct eo_record *r, const char *fil
 	}
 	if (n > EO_PATH_MAX) {
 		r->hdr.status |= EO_ST_PATH_TRUNCATED;
-		return EO_PATH_MAX;
+		r->data[EO_PATH_MAX - 1] = 0;
+		return EO_PATH_MAX - 1;
 	}
 	return n > 0 ? n - 1 : 0;
 }
 
-/* ---- resolving: walk a struct path's dentries up to the root, across mounts */
-
-struct walk {
-	struct dentry *dentry;
-	struct mount *mnt;
-	struct dentry *mnt_root;  /* of mnt: read once per mount, not per step */
-	struct walk_buf *wb;
-	__u32 off;        /* resolved path is wb->buf[off..EO_PATH_MAX) */
-	__u16 status;
-	bool done;
-	bool pseudo;      /* ended on a dentry that is its own parent but not a mount root */
-};
-
-/*
- * The resolved path must fit in EO_PATH_MAX - 1 bytes (the kernel's PATH_MAX
- * with its NUL): text may start at offset 1 of wb->buf at the lowest.
- */
-static __always_inline bool room_for(__u32 off, __u32 len)
+/* Read the path as passed, from the opener's memory, into r->data; returns its length. */
+static __always_inline __u32 read_user_path(struct eo_record *r, const char *filename)
 {
-	return len + 1 <= off;
-}
-
-/* A dentry's parent and name: adjacent in struct dentry, read with one copy. */
-struct dentry_link {
-	struct dentry *parent;
-	struct qstr name;
-};
-
-static __always_inline void read_dentry_link(struct dentry *d, struct dentry_link *link)
-{
-	/* one helper call instead of three, where the layout allows it (CO-RE constants) */
-	if (bpf_core_field_offset(struct dentry, d_name) ==
-	    bpf_core_field_offset(struct dentry, d_parent) + sizeof(void *)) {
-		bpf_probe_read_kernel(link, sizeof(*link),
-				      (void *)d + bpf_core_field_offset(struct dentry, d_parent));
-	} else {
-		link->parent = BPF_CORE_READ(d, d_parent);
-		link->name.len = BPF_CORE_READ(d, d_name.len);
-		link->name.name = BPF_CORE_READ(d, d_name.name);
-	}
-}
-
-static long walk_step(__u32 i, void *ctx)
-{
-	struct walk *w = ctx;
-	/* locals: BPF_CORE_READ on a field of the local struct would relocate it */
-	struct dentry *d = w->dentry, *parent;
-	struct mount *mnt = w->mnt, *mnt_parent;
-	struct dentry_link link;
-	const unsigned char *name;
-	__u32 len, start;
-
-	if (d == w->mnt_root) {
-		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-		if (mnt_parent == mnt) {
-			w->done = true;         /* the root of a mount tree */
-			return 1;
-		}
-		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-		w->mnt = mnt_parent;
-		w->mnt_root = BPF_CORE_READ(mnt_parent, mnt.mnt_root);
+	if (!filename)
 		return 0;
-	}
-	read_dentry_link(d, &link);
-	parent = link.parent;
-	if (parent == d) {
-		/* a pseudo file (pipe, memfd: named after the walk) or a disconnected tree */
-		w->pseudo = true;
-		w->done = true;
-		return 1;
-	}
-	len = link.name.len;
-	name = link.name.name;
-	if (len >= EO_NAME_MAX || !room_for(w->off, len + 1)) {
-		w->status |= EO_ST_RESOLVED_TRUNCATED;
-		return 1;
-	}
-	start = w->off - len - 1;
-	w->wb->buf[start & (EO_PATH_MAX - 1)] = '/';
-	bpf_probe_read_kernel(&w->wb->buf[(start + 1) & (EO_PATH_MAX - 1)],
-			      len & (EO_NAME_MAX - 1), name);
-	w->off = start;
-	w->dentry = parent;
-	return 0;
-}
-
-/* Prepend "/" + s[0..len) (kernel memory); false if it does not fit. */
-static __always_inline bool prepend_name(struct walk_buf *wb, __u32 *off, const void *s, __u32 len)
-{
-	__u32 start;
-
-	if (len >= EO_NAME_MAX || !room_for(*off, len + 1))
-		return false;
-	start = *off - len - 1;
-	wb->buf[start & (EO_PATH_MAX - 1)] = '/';
-	bpf_probe_read_kernel(&wb->buf[(start + 1) & (EO_PATH_MAX - 1)], len & (EO_NAME_MAX - 1), s);
-	*off = start;
-	return true;
-}
-
-/*
- * The name the kernel gives a nameless pseudo dentry (its d_dname):
- * "pipe:[ino]", "socket:[ino]", else "<fs type>:[ino]".
- */
-static __always_inline bool prepend_pseudo_name(struct walk_buf *wb, __u32 *off, struct dentry *d)
-{
-	unsigned long magic = BPF_CORE_READ(d, d_sb, s_magic);
-	__u64 ino = BPF_CORE_READ(d, d_inode, i_ino);
-	char name[64] = {};  /* kind (< PSEUDO_KIND_MAX) + ":[" + digits + "]" */
-	char digits[INO_DIGITS];
-	__u32 n, nd = 0;
-	long kind;
-
-	if (magic == PIPEFS_MAGIC)
-		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX, "pipe");
-	else if (magic == SOCKFS_MAGIC)
-		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX, "socket");
-	else
-		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX,
-						 BPF_CORE_READ(d, d_sb, s_type, name));
-	if (kind <= 0)
-		return false;
-	n = (kind - 1) & (PSEUDO_KIND_MAX - 1);
-	name[n++] = ':';
-	name[n++] = '[';
-#pragma unroll
-	for (int i = 0; i < INO_DIGITS; i++) {
-		digits[i] = '0' + ino % 10;
-		nd++;
-		ino /= 10;
-		if (!ino)
-			break;
-	}
-#pragma unroll
-	for (int i = INO_DIGITS - 1; i >= 0; i--) {
-		if (i < nd)
-			name[n++ & (sizeof(name) - 1)] = digits[i];
-	}
-	name[n++ & (sizeof(name) - 1)] = ']';
-	return prepend_name(wb, off, name, n & (sizeof(name) - 1));
-}
-
-/*
- * Prepend the absolute path of (dentry, vfsmount) to wb->buf[off..EO_PATH_MAX).
- * Returns the new start offset; sets status bits and the namespace the walk
- * ended in (0 for an internal mount: pipes, sockets, memfds).
- */
-static __always_inline __u32 walk_path(struct walk_buf *wb, __u32 off, struct dentry *dentry,
-				       struct vfsmount *vfsmnt, __u16 *status, __u32 *mntns)
-{
-	struct walk w = {
-		.dentry = dentry,
-		.mnt = container_of(vfsmnt, struct mount, mnt),
-		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
-		.wb = wb,
-		.off = off,
-	};
-	struct mnt_namespace *ns;
-	struct dentry *last_dentry;
-	struct mount *last;
-	bool internal;
-
-	bpf_loop(WALK_STEPS, walk_step, &w, 0);
-	if (!w.done)
-		w.status |= EO_ST_RESOLVED_TRUNCATED;
-	last = w.mnt;  /* locals: CO-RE must not relocate struct walk */
-	last_dentry = w.dentry;
-	ns = BPF_CORE_READ(last, mnt_ns);
-	internal = !ns || (unsigned long)ns >= (unsigned long)-MAX_ERRNO;
-	if (internal) {
-		/* MNT_NS_INTERNAL (kern_mount) or detached: no path in any namespace */
-		w.status |= EO_ST_RESOLVED_ANON;
-		*mntns = 0;
-	} else {
-		*mntns = BPF_CORE_READ(ns, ns.inum);
-	}
-	if (w.pseudo) {
-		if (!internal) {
-			/* a disconnected dentry: we only know the path below it */
-			w.status |= EO_ST_RESOLVED_TRUNCATED;
-		} else if (BPF_CORE_READ(last_dentry, d_name.len)) {
-			/* memfd:x, [eventfd]...: the dentry's own name */
-			if (!prepend_name(wb, &w.off, BPF_CORE_READ(last_dentry, d_name.name),
-					  BPF_CORE_READ(last_dentry, d_name.len)))
-				w.status |= EO_ST_RESOLVED_TRUNCATED;
-		} else if (!prepend_pseudo_name(wb, &w.off, last_dentry)) {
-			w.status |= EO_ST_RESOLVED_TRUNCATED;
-		}
-	}
-	*status |= w.status;
-	return w.off;
+	return path_read(r, bpf_probe_read_user_str(r->data, EO_PATH_MAX + 1, filename));
 }
 
 /* The file behind the current task's fd (BTF loads; one read for the slot). */
@@ -949,7 +756,6 @@ static __always_inline int on_uring_submit(struct io_kiocb *req, __u8 opcode)
 	struct eo_record *r;
 	struct eo_event *e;
 	__u32 zero = 0;
-	long n;
 
 	if (opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2)
 		return 0;
@@ -975,18 +781,11 @@ static __always_inline int on_uring_submit(struct io_kiocb *req, __u8 opcode)
 	e->resolve = BPF_CORE_READ(open, how.resolve);
 	if (BPF_CORE_READ(open, file_slot))
 		e->status |= EO_ST_FIXED_FILE;
+	/* prep copied the path into the kernel: a struct filename */
 	fname = BPF_CORE_READ(open, filename);
-	n = fname ? bpf_probe_read_kernel_str(r->data, EO_PATH_MAX + 1, BPF_CORE_READ(fname, name)) : -1;
-	if (n < 0) {
-		e->status |= EO_ST_PATH_FAULT;
-		count(EO_DROP_PATH_FAULT);
-		n = 1;
-		r->data[0] = 0;
-	} else if (n > EO_PATH_MAX) {
-		e->status |= EO_ST_PATH_TRUNCATED;
-		n = EO_PATH_MAX + 1;
-	}
-	e->path_len = n - 1;
+	e->path_len = path_read(r, fname ? bpf_probe_read_kernel_str(r->data, EO_PATH_MAX + 1,
+								BPF_CORE_READ(fname, name))
+					 : -EFAULT);
 	if (bpf_map_update_elem(&uring_inflight, &key, r, BPF_ANY))
 		count(EO_DROP_ARGS_FULL);
 	return 0;

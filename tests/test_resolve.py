@@ -527,5 +527,24 @@ def test_an_absolute_path_too_long_to_read_whole_resolves_to_nothing(opens):
     assert err == errno.ENAMETOOLONG
     (event,) = collect(opens.tracer, lambda e: e.pid == pid and e.truncated,
                        lambda evs: len(evs) >= 1)
-    assert event.path_bytes == os.fsencode(passed)[:PATH_MAX]
+    assert event.path_bytes == os.fsencode(passed)[:PATH_MAX - 1]
     assert event.resolved is None
+
+
+@pytest.mark.parametrize(("length", "cut"), [(PATH_MAX - 1, False), (PATH_MAX, True)])
+def test_a_path_as_passed_is_whole_up_to_4095_bytes_and_flagged_past(opens, length, cut):
+    passed = ("/" + "d/" * PATH_MAX)[:length - 1] + "z"
+    assert len(passed) == length
+
+    def child() -> int:
+        try:
+            os.open(passed, os.O_RDONLY)
+        except OSError as err:
+            return err.errno
+        return 0
+
+    pid, _ = run_in_child(child)
+    (event,) = collect(opens.tracer, lambda e: e.pid == pid and e.path_bytes.startswith(b"/d/"),
+                       lambda evs: len(evs) >= 1)
+    assert event.truncated is cut
+    assert event.path_bytes == os.fsencode(passed)[:PATH_MAX - 1]

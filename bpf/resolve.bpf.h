@@ -1,0 +1,208 @@
+/* SPDX-License-Identifier: (LGPL-2.1 OR BSD-2-Clause) */
+/*
+ * The path walker of echo_open.bpf.c: a struct path (dentry, vfsmount) to its
+ * absolute path, built backwards in a per-CPU buffer by walking dentries up to
+ * the root of their mount namespace, crossing mounts, with bpf_loop (an
+ * open-coded walk of 2048 components is past the verifier's 1M instructions).
+ * Pseudo files (pipes, sockets, memfds) get the kernel's own names for them.
+ *
+ * Needs vmlinux.h, bpf_helpers.h, bpf_core_read.h and echo_open.h before it.
+ */
+#ifndef ECHO_OPEN_RESOLVE_BPF_H
+#define ECHO_OPEN_RESOLVE_BPF_H
+
+#define WALK_STEPS 2200         /* a 4096-byte path has at most 2048 components */
+#define MAX_ERRNO 4095          /* an ERR_PTR is the top 4095 addresses */
+#define PIPEFS_MAGIC 0x50495045
+#define SOCKFS_MAGIC 0x534F434B
+#define INO_DIGITS 20
+#define PSEUDO_KIND_MAX 32      /* bytes of "pipe" or a file system type name */
+
+/* The resolved path is built backwards from the end of buf[0..EO_PATH_MAX). */
+struct walk_buf {
+	char buf[2 * EO_PATH_MAX + EO_NAME_MAX];
+};
+
+struct walk {
+	struct dentry *dentry;
+	struct mount *mnt;
+	struct dentry *mnt_root;  /* of mnt: read once per mount, not per step */
+	struct walk_buf *wb;
+	__u32 off;        /* resolved path is wb->buf[off..EO_PATH_MAX) */
+	__u16 status;
+	bool done;
+	bool pseudo;      /* ended on a dentry that is its own parent but not a mount root */
+};
+
+/*
+ * The resolved path must fit in EO_PATH_MAX - 1 bytes (the kernel's PATH_MAX
+ * with its NUL): text may start at offset 1 of wb->buf at the lowest.
+ */
+static __always_inline bool room_for(__u32 off, __u32 len)
+{
+	return len + 1 <= off;
+}
+
+/* A dentry's parent and name: adjacent in struct dentry, read with one copy. */
+struct dentry_link {
+	struct dentry *parent;
+	struct qstr name;
+};
+
+static __always_inline void read_dentry_link(struct dentry *d, struct dentry_link *link)
+{
+	/* one helper call instead of three, where the layout allows it (CO-RE constants) */
+	if (bpf_core_field_offset(struct dentry, d_name) ==
+	    bpf_core_field_offset(struct dentry, d_parent) + sizeof(void *)) {
+		bpf_probe_read_kernel(link, sizeof(*link),
+				      (void *)d + bpf_core_field_offset(struct dentry, d_parent));
+	} else {
+		link->parent = BPF_CORE_READ(d, d_parent);
+		link->name.len = BPF_CORE_READ(d, d_name.len);
+		link->name.name = BPF_CORE_READ(d, d_name.name);
+	}
+}
+
+/* Prepend "/" + s[0..len) (kernel memory); false if it does not fit. */
+static __always_inline bool prepend_name(struct walk_buf *wb, __u32 *off, const void *s, __u32 len)
+{
+	__u32 start;
+
+	if (len >= EO_NAME_MAX || !room_for(*off, len + 1))
+		return false;
+	start = *off - len - 1;
+	wb->buf[start & (EO_PATH_MAX - 1)] = '/';
+	bpf_probe_read_kernel(&wb->buf[(start + 1) & (EO_PATH_MAX - 1)], len & (EO_NAME_MAX - 1), s);
+	*off = start;
+	return true;
+}
+
+static long walk_step(__u32 i, void *ctx)
+{
+	struct walk *w = ctx;
+	/* locals: BPF_CORE_READ on a field of the local struct would relocate it */
+	struct dentry *d = w->dentry, *parent;
+	struct mount *mnt = w->mnt, *mnt_parent;
+	struct dentry_link link;
+
+	if (d == w->mnt_root) {
+		mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (mnt_parent == mnt) {
+			w->done = true;         /* the root of a mount tree */
+			return 1;
+		}
+		w->dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+		w->mnt = mnt_parent;
+		w->mnt_root = BPF_CORE_READ(mnt_parent, mnt.mnt_root);
+		return 0;
+	}
+	read_dentry_link(d, &link);
+	parent = link.parent;
+	if (parent == d) {
+		/* a pseudo file (pipe, memfd: named after the walk) or a disconnected tree */
+		w->pseudo = true;
+		w->done = true;
+		return 1;
+	}
+	if (!prepend_name(w->wb, &w->off, link.name.name, link.name.len)) {
+		w->status |= EO_ST_RESOLVED_TRUNCATED;
+		return 1;
+	}
+	w->dentry = parent;
+	return 0;
+}
+
+/*
+ * The name the kernel gives a nameless pseudo dentry (its d_dname):
+ * "pipe:[ino]", "socket:[ino]", else "<fs type>:[ino]".
+ */
+static __always_inline bool prepend_pseudo_name(struct walk_buf *wb, __u32 *off, struct dentry *d)
+{
+	unsigned long magic = BPF_CORE_READ(d, d_sb, s_magic);
+	__u64 ino = BPF_CORE_READ(d, d_inode, i_ino);
+	char name[64] = {};  /* kind (< PSEUDO_KIND_MAX) + ":[" + digits + "]" */
+	char digits[INO_DIGITS];
+	__u32 n, nd = 0;
+	long kind;
+
+	if (magic == PIPEFS_MAGIC)
+		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX, "pipe");
+	else if (magic == SOCKFS_MAGIC)
+		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX, "socket");
+	else
+		kind = bpf_probe_read_kernel_str(name, PSEUDO_KIND_MAX,
+						 BPF_CORE_READ(d, d_sb, s_type, name));
+	if (kind <= 0)
+		return false;
+	n = (kind - 1) & (PSEUDO_KIND_MAX - 1);
+	name[n++] = ':';
+	name[n++] = '[';
+#pragma unroll
+	for (int i = 0; i < INO_DIGITS; i++) {
+		digits[i] = '0' + ino % 10;
+		nd++;
+		ino /= 10;
+		if (!ino)
+			break;
+	}
+#pragma unroll
+	for (int i = INO_DIGITS - 1; i >= 0; i--) {
+		if (i < nd)
+			name[n++ & (sizeof(name) - 1)] = digits[i];
+	}
+	name[n++ & (sizeof(name) - 1)] = ']';
+	return prepend_name(wb, off, name, n & (sizeof(name) - 1));
+}
+
+/*
+ * Prepend the absolute path of (dentry, vfsmount) to wb->buf[off..EO_PATH_MAX).
+ * Returns the new start offset; sets status bits and the namespace the walk
+ * ended in (0 for an internal mount: pipes, sockets, memfds).
+ */
+static __always_inline __u32 walk_path(struct walk_buf *wb, __u32 off, struct dentry *dentry,
+				       struct vfsmount *vfsmnt, __u16 *status, __u32 *mntns)
+{
+	struct walk w = {
+		.dentry = dentry,
+		.mnt = container_of(vfsmnt, struct mount, mnt),
+		.mnt_root = BPF_CORE_READ(vfsmnt, mnt_root),
+		.wb = wb,
+		.off = off,
+	};
+	struct mnt_namespace *ns;
+	struct dentry *last_dentry;
+	struct mount *last;
+	bool internal;
+
+	bpf_loop(WALK_STEPS, walk_step, &w, 0);
+	if (!w.done)
+		w.status |= EO_ST_RESOLVED_TRUNCATED;
+	last = w.mnt;  /* locals: CO-RE must not relocate struct walk */
+	last_dentry = w.dentry;
+	ns = BPF_CORE_READ(last, mnt_ns);
+	internal = !ns || (unsigned long)ns >= (unsigned long)-MAX_ERRNO;
+	if (internal) {
+		/* MNT_NS_INTERNAL (kern_mount) or detached: no path in any namespace */
+		w.status |= EO_ST_RESOLVED_ANON;
+		*mntns = 0;
+	} else {
+		*mntns = BPF_CORE_READ(ns, ns.inum);
+	}
+	if (w.pseudo) {
+		if (!internal) {
+			/* a disconnected dentry: we only know the path below it */
+			w.status |= EO_ST_RESOLVED_TRUNCATED;
+		} else if (BPF_CORE_READ(last_dentry, d_name.len)) {
+			/* memfd:x, [eventfd]...: the dentry's own name */
+			if (!prepend_name(wb, &w.off, BPF_CORE_READ(last_dentry, d_name.name),
+					  BPF_CORE_READ(last_dentry, d_name.len)))
+				w.status |= EO_ST_RESOLVED_TRUNCATED;
+		} else if (!prepend_pseudo_name(wb, &w.off, last_dentry)) {
+			w.status |= EO_ST_RESOLVED_TRUNCATED;
+		}
+	}
+	*status |= w.status;
+	return w.off;
+}
+
+#endif /* ECHO_OPEN_RESOLVE_BPF_H */
