@@ -20,32 +20,28 @@ from echo_open._layout import lib as _c
 
 from . import layout, system
 from .events import OpenEvent, decode_batch
-from .loader import BPFObject, Link, RecordBatch, RingBuffer
+from .loader import BPFObject, Link, Program, RecordBatch, RingBuffer
 
-# program -> the tracepoint it needs (category, event); pairs load together or not at all
-_PAIRS = [
-    (("enter_open", "sys_enter_open"), ("exit_open", "sys_exit_open")),
-    (("enter_openat", "sys_enter_openat"), ("exit_openat", "sys_exit_openat")),
-    (("enter_openat2", "sys_enter_openat2"), ("exit_openat2", "sys_exit_openat2")),
-    (("enter_creat", "sys_enter_creat"), ("exit_creat", "sys_exit_creat")),
-    (("enter_open_by_handle_at", "sys_enter_open_by_handle_at"),
-     ("exit_open_by_handle_at", "sys_exit_open_by_handle_at")),
-]
-# io_uring opens need a submit tracepoint, named by kernel generation (the first
-# present is used), and the completion
-_URING_SUBMITS = [("uring_submit", "io_uring_submit_req"),       # 6.4 and later
-                  ("uring_submit_sqe", "io_uring_submit_sqe")]   # up to 6.3 (Debian 12: 6.1)
-_URING_COMPLETE = ("uring_complete", "io_uring_complete")
-_URING_PROGRAMS = {program for program, _ in [*_URING_SUBMITS, _URING_COMPLETE]}
-
-# tp_btf programs (no tracefs needed) that grow and shrink the pid filter
-_FOLLOW = ["follow_fork", "follow_exit"]
+# The programs and their tracepoints come from the object's sections
+# (tracepoint/CATEGORY/EVENT, tp_btf/EVENT). What the tracer knows of them:
+# sys_enter_X and sys_exit_X load together or not at all; io_uring opens need the
+# completion and one submit tracepoint (named by kernel generation: io_uring_submit_req
+# from 6.4, io_uring_submit_sqe before; the first in the object that the kernel has);
+# the tp_btf programs follow a process tree (only with follow_children).
+_URING_COMPLETE = "io_uring_complete"
 _FOLLOWED_PROCESSES = 1 << 16
 
 PathLike = str | bytes | os.PathLike
 
 # the kernel's PID_MAX_LIMIT on 64-bit: no pid or tid is above it
 _PID_MAX_LIMIT = 1 << 22
+
+
+def tracepoint_of(program: Program) -> tuple[str, str] | None:
+    """(category, event) of a program attached by tracefs (``tracepoint/CATEGORY/EVENT``)."""
+    kind, _, rest = program.section.partition("/")
+    category, _, event = rest.partition("/")
+    return (category, event) if kind in ("tracepoint", "tp") and event else None
 
 
 def default_object_path() -> Path:
@@ -239,6 +235,7 @@ class Tracer:
         # what this kernel cannot trace, as short phrases, filled by start()
         self.limitations: list[str] = []
         self._attached_programs: list[str] = []
+        self._uring_programs: set[str] = set()
 
     @property
     def poll_interval(self) -> float:
@@ -283,20 +280,32 @@ class Tracer:
         self.attached_tracepoints = []
         self.limitations = []
         self._attached_programs = []
-        for pair in _PAIRS:
-            missing = [event for _, event in pair
-                       if not system.tracepoint_exists(tracefs, "syscalls", event)]
+        tracepoints = {name: tp for name, program in obj.programs.items()
+                       if (tp := tracepoint_of(program))}
+        program_of = {tp: name for name, tp in tracepoints.items()}
+        for (category, event), enter in program_of.items():
+            if category != "syscalls" or not event.startswith("sys_enter_"):
+                continue
+            exit_event = "sys_exit_" + event.removeprefix("sys_enter_")
+            pair = [(enter, event), (program_of[("syscalls", exit_event)], exit_event)]
+            missing = [name for _, name in pair
+                       if not system.tracepoint_exists(tracefs, "syscalls", name)]
             self._use(obj, pair, "syscalls", not missing)
             if missing:
-                syscall = pair[0][1].removeprefix("sys_enter_")
+                syscall = event.removeprefix("sys_enter_")
                 self.limitations.append(f"{syscall} opens (no syscalls:{missing[0]} tracepoint)")
-        self._configure_io_uring(obj, tracefs)
-        for program in _FOLLOW:
+        uring = [(name, event) for (category, event), name in program_of.items()
+                 if category == "io_uring"]
+        self._uring_programs = {name for name, _ in uring}
+        self._configure_io_uring(obj, tracefs, uring)
+        follow = [name for name, program in obj.programs.items()
+                  if program.section.startswith("tp_btf/")]
+        for program in follow:
             obj.program(program).autoload = filters.follow_children
         if filters.follow_children:
             # the tree's live processes, not only the pids given
             obj.map("filter_pids").max_entries = _FOLLOWED_PROCESSES
-            self._attached_programs += _FOLLOW
+            self._attached_programs += follow
         config = layout.new_config()
         config.wakeup_bytes = tuning.wakeup_threshold
         config.wakeup_min_ns = int(tuning.wakeup_interval * 1e9)
@@ -340,21 +349,24 @@ class Tracer:
                 self.attached_tracepoints.append(f"{category}:{event}")
                 self._attached_programs.append(program)
 
-    def _configure_io_uring(self, obj: BPFObject, tracefs: Path) -> None:
+    def _configure_io_uring(self, obj: BPFObject, tracefs: Path,
+                            programs: list[tuple[str, str]]) -> None:
         def present(event: str) -> bool:
             return system.tracepoint_exists(tracefs, "io_uring", event)
 
-        submit = next((pair for pair in _URING_SUBMITS if present(pair[1])), None)
-        complete = present(_URING_COMPLETE[1])
-        self._use(obj, [*_URING_SUBMITS, _URING_COMPLETE], "io_uring", False)
+        submits = [(name, event) for name, event in programs if event != _URING_COMPLETE]
+        completes = [(name, event) for name, event in programs if event == _URING_COMPLETE]
+        submit = next((pair for pair in submits if present(pair[1])), None)
+        complete = bool(completes) and present(_URING_COMPLETE)
+        self._use(obj, programs, "io_uring", False)
         if submit is not None and complete:
-            self._use(obj, [submit, _URING_COMPLETE], "io_uring", True)
+            self._use(obj, [submit, *completes], "io_uring", True)
         if submit is None and not complete:
             self.limitations.append("io_uring opens (no io_uring tracepoints)")
         elif submit is None:
             self.limitations.append("io_uring opens (no io_uring submit tracepoint)")
         elif not complete:
-            self.limitations.append("io_uring opens (no io_uring:io_uring_complete tracepoint)")
+            self.limitations.append(f"io_uring opens (no io_uring:{_URING_COMPLETE} tracepoint)")
 
     def _fill_filter_maps(self, obj: BPFObject) -> None:
         for map_name, ids in (("filter_pids", self.filters.pids),
@@ -370,7 +382,7 @@ class Tracer:
         # here, 0.85 s for all twelve one by one); closed together, they overlap. Not the
         # io_uring ones: on 6.1, closing them alongside the others locked both CPUs up
         # (soft lockup, RCU stall); they go one by one once the rest are closed.
-        uring = [link for link in links if link.program_name in _URING_PROGRAMS]
+        uring = [link for link in links if link.program_name in self._uring_programs]
         closers = [threading.Thread(target=link.close) for link in links if link not in uring]
         for closer in closers:
             closer.start()
