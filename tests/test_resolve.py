@@ -513,9 +513,8 @@ def test_a_cut_failed_path_keeps_its_dotdot(opens, tmp_path):
     assert os.fsencode(f"{deep}/{passed}").endswith(event.resolved_bytes)
 
 
-def test_an_absolute_path_too_long_to_read_whole_resolves_to_nothing(opens):
-    passed = "/" + "x" * (PATH_MAX + 100)
-
+def open_in_child(passed: str) -> tuple[int, int]:
+    """A child opens ``passed``: (its pid, the errno, 0 if the open succeeded)."""
     def child() -> int:
         try:
             os.open(passed, os.O_RDONLY)
@@ -523,7 +522,12 @@ def test_an_absolute_path_too_long_to_read_whole_resolves_to_nothing(opens):
             return err.errno
         return 0
 
-    pid, err = run_in_child(child)
+    return run_in_child(child)
+
+
+def test_an_absolute_path_too_long_to_read_whole_resolves_to_nothing(opens):
+    passed = "/" + "x" * (PATH_MAX + 100)
+    pid, err = open_in_child(passed)
     assert err == errno.ENAMETOOLONG
     (event,) = collect(opens.tracer, lambda e: e.pid == pid and e.truncated,
                        lambda evs: len(evs) >= 1)
@@ -535,15 +539,7 @@ def test_an_absolute_path_too_long_to_read_whole_resolves_to_nothing(opens):
 def test_a_path_as_passed_is_whole_up_to_4095_bytes_and_flagged_past(opens, length, cut):
     passed = ("/" + "d/" * PATH_MAX)[:length - 1] + "z"
     assert len(passed) == length
-
-    def child() -> int:
-        try:
-            os.open(passed, os.O_RDONLY)
-        except OSError as err:
-            return err.errno
-        return 0
-
-    pid, _ = run_in_child(child)
+    pid, _ = open_in_child(passed)
     (event,) = collect(opens.tracer, lambda e: e.pid == pid and e.path_bytes.startswith(b"/d/"),
                        lambda evs: len(evs) >= 1)
     assert event.truncated is cut
