@@ -86,3 +86,16 @@ def start_tracer() -> Iterator[Callable[..., Tracer]]:
 @pytest.fixture
 def tracer(start_tracer) -> Tracer:
     return start_tracer()
+
+
+@pytest.fixture
+def perf_events_for_capabilities() -> Iterator[None]:
+    """Debian's kernels (6.1) start with kernel.perf_event_paranoid=3, where attaching
+    needs CAP_SYS_ADMIN; at 2 CAP_PERFMON is enough. Lowered for a test that runs without
+    CAP_SYS_ADMIN and checks something else, then restored."""
+    knob = Path("/proc/sys/kernel/perf_event_paranoid")
+    before = knob.read_text()
+    if int(before) > 2:
+        knob.write_text("2")
+    yield
+    knob.write_text(before)

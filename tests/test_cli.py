@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -150,7 +149,7 @@ def test_unmounted_tracefs_is_mounted():
     assert done.returncode == 0, done.stderr
 
 
-def test_tracefs_that_cannot_be_mounted_is_reported():
+def test_tracefs_that_cannot_be_mounted_is_reported(perf_events_for_capabilities):
     # without CAP_SYS_ADMIN the tool may not mount tracefs itself
     script = ("umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/debug 2>/dev/null; "
               f"exec setpriv --inh-caps=-sys_admin --bounding-set=-sys_admin {ECHO_OPEN}")
@@ -302,18 +301,6 @@ def _caps(*caps: str) -> tuple[str, ...]:
     return (*NOBODY_WITH, f"--inh-caps={names}", f"--ambient-caps={names}")
 
 
-@pytest.fixture
-def perf_events_for_capabilities() -> Iterator[None]:
-    """Debian's kernels (6.1) start with kernel.perf_event_paranoid=3, where attaching
-    needs CAP_SYS_ADMIN; at 2 CAP_PERFMON is enough. Lowered for the test, then restored."""
-    knob = Path("/proc/sys/kernel/perf_event_paranoid")
-    before = knob.read_text()
-    if int(before) > 2:
-        knob.write_text("2")
-    yield
-    knob.write_text(before)
-
-
 def test_capabilities_instead_of_root(perf_events_for_capabilities):
     done = subprocess.run([*_caps("bpf", "perfmon", "dac_read_search"), ECHO_OPEN, "-d", "0.5",
                            "-p", "1"], capture_output=True, text=True, timeout=20)
@@ -321,7 +308,8 @@ def test_capabilities_instead_of_root(perf_events_for_capabilities):
     assert "events shown" in done.stderr
 
 
-def test_capabilities_without_tracefs_access_are_one_line_and_exit_72():
+def test_capabilities_without_tracefs_access_are_one_line_and_exit_72(
+        perf_events_for_capabilities):
     done = subprocess.run([*_caps("bpf", "perfmon"), ECHO_OPEN, "-d", "0.5"],
                           capture_output=True, text=True, timeout=20)
     assert done.returncode == 72
@@ -538,7 +526,7 @@ def test_sigint_to_the_tracer_alone_ends_the_command_too():
     cli = Cli("--", "sleep", "30")
     started = time.monotonic()
     status, err = cli.stop(signal.SIGINT)  # to the tracer's pid only, not its group
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 15  # not the 30 s of sleep
     assert status == 128 + signal.SIGINT
     assert "events shown" in err and "Traceback" not in err
 
@@ -583,11 +571,13 @@ def test_a_stalled_reader_does_not_hold_the_tracer(how):
         progs = _bpf_prog_ids_of(tracer.pid)
         assert progs
         started = time.monotonic()
+        # the grace (0.5 s) and detaching (~0.5 s here, several times that under qemu's
+        # emulation); without the cut, the tracer would wait on the stalled pipe for good
         if how == "sigint":
             tracer.send_signal(signal.SIGINT)
-            limit = 2.0  # the grace (0.5 s), detaching (~0.5 s), noise
+            limit = 8.0
         else:
-            limit = 3 + 2.0
+            limit = 3 + 8.0
         status = tracer.wait(timeout=30)
         elapsed = time.monotonic() - started
         err = tracer.stderr.read().decode()

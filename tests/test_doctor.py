@@ -113,13 +113,13 @@ def test_unprivileged_is_exit_77_with_one_fail_line_that_says_what_to_do():
     assert "Traceback" not in done.stderr
 
 
-def test_capabilities_instead_of_root_pass():
+def test_capabilities_instead_of_root_pass(perf_events_for_capabilities):
     caps = "+bpf,+perfmon,+dac_read_search"
     done = run_doctor(prefix=(*NOBODY, f"--inh-caps={caps}", f"--ambient-caps={caps}"))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_tracefs_unmounted_and_not_mountable_is_exit_72():
+def test_tracefs_unmounted_and_not_mountable_is_exit_72(perf_events_for_capabilities):
     done = in_private_mounts(UNMOUNT_TRACEFS + "exec setpriv --inh-caps=-sys_admin "
                              f"--bounding-set=-sys_admin {ECHO_OPEN} doctor")
     assert done.returncode == 72, done.stdout + done.stderr
