@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import re
 import struct
 from pathlib import Path
 
@@ -32,6 +33,12 @@ class NoBTF(EnvironmentProblem):
 
 class NoTracefs(EnvironmentProblem):
     pass
+
+
+def kernel_version() -> tuple[int, int]:
+    """The running kernel's (major, minor), from its release (6.1.0-57-amd64: (6, 1))."""
+    match = re.match(r"(\d+)\.(\d+)", os.uname().release)
+    return (int(match.group(1)), int(match.group(2))) if match else (0, 0)
 
 
 def effective_caps() -> int:

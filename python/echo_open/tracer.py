@@ -30,6 +30,9 @@ from .loader import BPFObject, Link, Program, RecordBatch, RingBuffer
 # the tp_btf programs follow a process tree (only with follow_children).
 _URING_COMPLETE = "io_uring_complete"
 _FOLLOWED_PROCESSES = 1 << 16
+# the oldest kernel on which links were seen to close safely all at once
+_PARALLEL_DETACH_SINCE = (6, 18)
+_PARALLEL_DETACH = system.kernel_version() >= _PARALLEL_DETACH_SINCE
 
 PathLike = str | bytes | os.PathLike
 
@@ -235,7 +238,6 @@ class Tracer:
         # what this kernel cannot trace, as short phrases, filled by start()
         self.limitations: list[str] = []
         self._attached_programs: list[str] = []
-        self._uring_programs: set[str] = set()
 
     @property
     def poll_interval(self) -> float:
@@ -296,7 +298,6 @@ class Tracer:
                 self.limitations.append(f"{syscall} opens (no syscalls:{missing[0]} tracepoint)")
         uring = [(name, event) for (category, event), name in program_of.items()
                  if category == "io_uring"]
-        self._uring_programs = {name for name, _ in uring}
         self._configure_io_uring(obj, tracefs, uring)
         follow = [name for name, program in obj.programs.items()
                   if program.section.startswith("tp_btf/")]
@@ -379,17 +380,18 @@ class Tracer:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
         links, self._links = self._links, []
         # each close waits out the kernel's tracepoint-unregister grace period (~70 ms
-        # here, 0.85 s for all twelve one by one); closed together, they overlap. Not the
-        # io_uring ones: on 6.1, closing them alongside the others locked both CPUs up
-        # (soft lockup, RCU stall); they go one by one once the rest are closed.
-        uring = [link for link in links if link.program_name in self._uring_programs]
-        closers = [threading.Thread(target=link.close) for link in links if link not in uring]
-        for closer in closers:
-            closer.start()
-        for closer in closers:
-            closer.join()
-        for link in uring:
-            link.close()
+        # here, 0.85 s for all twelve one by one); closed together, they overlap. Only on
+        # kernels where that was seen to be safe: on 6.1 (under qemu), closing links
+        # together locked both CPUs up now and then (soft lockup, RCU stall), so older
+        # kernels close them one by one
+        if _PARALLEL_DETACH:
+            closers = [threading.Thread(target=link.close) for link in links]
+            for closer in closers:
+                closer.start()
+            for closer in closers:
+                closer.join()
+        for link in links:
+            link.close()  # (again: a no-op for a closed link)
 
     def close(self) -> None:
         """Detach everything and free the kernel objects. Safe to call twice."""
