@@ -212,10 +212,6 @@ class Tuning:
             return min(256 << 10, self.ring_size // 4)
         return self.wakeup_bytes
 
-    @property
-    def ring_size_text(self) -> str:
-        return _ring_size_text(self.ring_size)
-
 
 class Tracer:
     """Every open on the machine, filtered in the kernel (``Filters``), tuned by ``Tuning``.
