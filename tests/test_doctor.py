@@ -69,9 +69,10 @@ def test_doctor_passes_here_with_every_required_item_ok():
     with Tracer(Filters(pids=[os.getpid()], follow_children=True)) as tracer:
         attached = set(tracer.attached_tracepoints)
     checked = {check.split()[1] for check in status if check.startswith("tracepoint ")}
-    # each line names one tracepoint or its alternatives (a|b): the tracer attached one
-    # of each line's
-    alternatives = [set(tp.split("|")) for tp in checked]
+    # each line names one tracepoint or its alternatives (category:a|b): the tracer
+    # attached one of each line's
+    alternatives = [{f"{tp.partition(':')[0]}:{event}"
+                     for event in tp.partition(":")[2].split("|")} for tp in checked]
     assert len(alternatives) == len(attached)
     assert all(len(names & attached) == 1 for names in alternatives), (checked, attached)
     assert all(status[f"tracepoint {tp}"] == "ok" for tp in checked)
