@@ -326,12 +326,9 @@ _ESSENTIAL = {("syscalls", "sys_enter_openat"), ("syscalls", "sys_exit_openat")}
 def attached_tracepoints(sections: Iterable[str]) -> list[tuple[str, str]]:
     """(category, event) of every ``tracepoint/CATEGORY/EVENT`` program, in object order
     (a bare ``tracepoint`` section is a tail-call target: never attached)."""
-    found = []
-    for section in sections:
-        parts = section.lstrip("?").split("/")
-        if parts[0] in ("tracepoint", "tp") and len(parts) == 3:
-            found.append((parts[1], parts[2]))
-    return found
+    from .loader.object import tracepoint_of_section  # libbpf: only once it loads
+
+    return [tp for section in sections if (tp := tracepoint_of_section(section))]
 
 
 def _tracepoints(sections: list[str], tracefs: Path | None) -> list[Finding]:
@@ -463,7 +460,6 @@ def _load(path: Path, tracefs: Path | None, can_try: bool) -> Finding:
 def _try_load(path: Path, tracefs: Path, follow_children: bool) -> str | None:
     """None if the object loads; else the kernel's refusal in one line."""
     from .loader import BPFError, BPFObject, LoadError
-    from .loader.probe import MAP_TYPE_PROG_ARRAY, map_type
     from .tracer import Filters, Tracer
 
     # the tracer's own configuration: the programs, maps and settings it would load
@@ -471,15 +467,7 @@ def _try_load(path: Path, tracefs: Path, follow_children: bool) -> str | None:
     try:
         with BPFObject.open(path) as obj:
             tracer.configure(obj, tracefs)
-            try:
-                obj.load()
-            finally:
-                # a program array holds its programs until the kernel empties it, later
-                # and asynchronously: empty it now so nothing outlives this call
-                for bpf_map in obj.maps.values():
-                    if obj.loaded and map_type(bpf_map) == MAP_TYPE_PROG_ARRAY:
-                        for key in list(bpf_map.keys()):
-                            bpf_map.delete(key)
+            obj.load()  # closing the object frees all it loaded, program arrays included
     except LoadError as exc:
         return first_refusal(exc.log) or str(BPFError(exc.errno, exc.operation))
     except BPFError as exc:

@@ -20,7 +20,7 @@ from echo_open._layout import lib as _c
 
 from . import layout, system
 from .events import OpenEvent, decode_batch
-from .loader import BPFObject, Link, Program, RecordBatch, RingBuffer
+from .loader import BPFObject, Link, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
 # (tracepoint/CATEGORY/EVENT, tp_btf/EVENT). What the tracer knows of them:
@@ -38,13 +38,6 @@ PathLike = str | bytes | os.PathLike
 
 # the kernel's PID_MAX_LIMIT on 64-bit: no pid or tid is above it
 _PID_MAX_LIMIT = 1 << 22
-
-
-def tracepoint_of(program: Program) -> tuple[str, str] | None:
-    """(category, event) of a program attached by tracefs (``tracepoint/CATEGORY/EVENT``)."""
-    kind, _, rest = program.section.partition("/")
-    category, _, event = rest.partition("/")
-    return (category, event) if kind in ("tracepoint", "tp") and event else None
 
 
 def default_object_path() -> Path:
@@ -279,7 +272,7 @@ class Tracer:
         self.limitations = []
         self._attached_programs = []
         tracepoints = {name: tp for name, program in obj.programs.items()
-                       if (tp := tracepoint_of(program))}
+                       if (tp := program.tracepoint)}
         program_of = {tp: name for name, tp in tracepoints.items()}
         for (category, event), enter in program_of.items():
             if category != "syscalls" or not event.startswith("sys_enter_"):
@@ -396,11 +389,7 @@ class Tracer:
             self._ring.close()
             self._ring = None
         if self._obj is not None:
-            # the kernel empties a program array asynchronously once its last fd is
-            # closed; emptying it here frees finish_open before we return
-            finishers = self._obj.map("finishers")
-            finishers.delete(finishers.int_key(0))
-            self._obj.close()
+            self._obj.close()  # (its program array emptied too: finish_open is freed now)
             self._obj = None
 
     @property

@@ -55,6 +55,16 @@ class Link:
         return f"<Link {self.program_name} {state}>"
 
 
+def tracepoint_of_section(section: str) -> tuple[str, str] | None:
+    """(category, event) of a program libbpf attaches through tracefs: section
+    ``tracepoint/CATEGORY/EVENT`` or ``tp/CATEGORY/EVENT`` (a leading ``?``: not loaded
+    unless asked); None for any other (a bare ``tracepoint`` is a tail-call target)."""
+    parts = section.lstrip("?").split("/")
+    if parts[0] in ("tracepoint", "tp") and len(parts) == 3:
+        return parts[1], parts[2]
+    return None
+
+
 class Program:
     """A program in an object. Autoload can be turned off before load."""
 
@@ -68,6 +78,11 @@ class Program:
         # libbpf frees its programs with the object: never hand it a stale pointer
         self._obj._live()
         return self._ptr
+
+    @property
+    def tracepoint(self) -> tuple[str, str] | None:
+        """(category, event) if tracefs attaches it (see tracepoint_of_section)."""
+        return tracepoint_of_section(self.section)
 
     @property
     def autoload(self) -> bool:
@@ -239,6 +254,13 @@ class BPFObject(Owned):
         for link in list(self._links):
             link.close()
         self._release_staged()
+        if self._loaded:
+            # the kernel empties a program array asynchronously, some time after its last
+            # fd is closed: emptied here, the programs it holds are gone when close returns
+            for bpf_map in self.maps.values():
+                if bpf_map.type == lib.BPF_MAP_TYPE_PROG_ARRAY:
+                    for key in list(bpf_map.keys()):
+                        bpf_map.delete(key)
         lib.bpf_object__close(self._ptr)
         self._keepalive = None
 

@@ -8,22 +8,18 @@ made (not permitted, ...) raises ``BPFError``; otherwise the answer is a bool.
 from __future__ import annotations
 
 from ._binding import ffi, lib
-from .errors import BPFError
-from .maps import Map
+from .errors import check
 
 PROG_TYPE_TRACEPOINT = lib.BPF_PROG_TYPE_TRACEPOINT
 PROG_TYPE_TRACING = lib.BPF_PROG_TYPE_TRACING
 MAP_TYPE_RINGBUF = lib.BPF_MAP_TYPE_RINGBUF
 MAP_TYPE_TASK_STORAGE = lib.BPF_MAP_TYPE_TASK_STORAGE
-MAP_TYPE_PROG_ARRAY = lib.BPF_MAP_TYPE_PROG_ARRAY
 FUNC_LOOP = lib.BPF_FUNC_loop
 FUNC_TASK_STORAGE_GET = lib.BPF_FUNC_task_storage_get
 
 
 def _answer(ret: int, operation: str) -> bool:
-    if ret < 0:
-        raise BPFError(-ret, operation)
-    return ret == 1
+    return check(ret, operation) == 1
 
 
 def prog_type_supported(prog_type: int) -> bool:
@@ -40,11 +36,6 @@ def helper_supported(prog_type: int, helper_id: int) -> bool:
     """Whether a program of ``prog_type`` may call helper ``helper_id``."""
     return _answer(lib.libbpf_probe_bpf_helper(prog_type, helper_id, ffi.NULL),
                    f"libbpf_probe_bpf_helper({prog_type}, {helper_id})")
-
-
-def map_type(bpf_map: Map) -> int:
-    """A map's BPF_MAP_TYPE_*."""
-    return lib.bpf_map__type(bpf_map._handle())
 
 
 def libbpf_version_string() -> str:
