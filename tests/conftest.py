@@ -23,6 +23,12 @@ def pytest_sessionstart(session: pytest.Session) -> None:
         raise pytest.UsageError("the tests load BPF programs: run them as root")
 
 
+def pytest_runtest_logstart(nodeid: str, location: tuple) -> None:
+    # the kernel runner names the test a guest died in (a panic leaves no pytest report)
+    if current := os.environ.get("EO_CURRENT_TEST_FILE"):
+        Path(current).write_text(nodeid + "\n")
+
+
 class Child:
     """A process that opens what it is told once we say go (its pid is known before)."""
 

@@ -9,6 +9,7 @@ worktree=$(cat $out/worktree)
 export TMPDIR=/tmp                     # a plain tmpfs (see init)
 export PYTHONDONTWRITEBYTECODE=1       # the overlay is thrown away anyway
 export PYTHONUNBUFFERED=1              # progress on the console as it happens
+export EO_CURRENT_TEST_FILE=$out/current  # conftest.py: the test under way
 mapfile -d '' args < $out/args
 echo "eo-guest: kernel $(uname -r), up $(cat $out/booted) s; pytest ${args[*]}"
 cd "$worktree/tests" || exit 3
