@@ -1,4 +1,4 @@
-"""cffi builder (out-of-line API mode) for echo-open's three extension modules.
+"""cffi builder (out-of-line API mode) for echo-open's extension modules.
 
 Every declaration and every line of C lives in a header or a C file; this file
 only says which goes into which module.
@@ -15,6 +15,9 @@ only says which goes into which module.
 ``echo_open._render``
     ``csrc/render.c``: the CLI's table rows and JSON lines for a whole batch of
     records, formatted in C (``csrc/render.h`` says what it leaves to Python).
+``echo_open._summary``
+    ``csrc/summary.c``: the summary view's counters (per path, process, errno),
+    fed whole batches of records in C (``csrc/summary.h``).
 
 Usage::
 
@@ -100,7 +103,17 @@ def render_builder() -> FFI:
     return ffi
 
 
-BUILDERS = {"_libbpf": libbpf_builder, "_layout": layout_builder, "_render": render_builder}
+def summary_builder() -> FFI:
+    ffi = FFI()
+    ffi.cdef(header_cdef(CSRC_DIR / "summary.h"))
+    ffi.set_source("echo_open._summary", '#include "summary.c"\n',
+                   include_dirs=[str(CSRC_DIR), str(BPF_DIR)], extra_compile_args=["-O2"],
+                   **LIMITED_API)
+    return ffi
+
+
+BUILDERS = {"_libbpf": libbpf_builder, "_layout": layout_builder, "_render": render_builder,
+            "_summary": summary_builder}
 
 
 def main(argv: list[str]) -> int:

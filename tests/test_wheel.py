@@ -35,7 +35,7 @@ PROBE = Path(__file__).resolve().parent / "wheel_probe.py"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 TAG = "cp310-abi3-manylinux_2_34_x86_64"
 EM_BPF = 247
-EXTENSIONS = ("_libbpf", "_layout", "_render")
+EXTENSIONS = ("_libbpf", "_layout", "_render", "_summary")
 # what a manylinux wheel may still take from the system
 SYSTEM_LIBRARIES = {"libc.so.6", "libz.so.1", "ld-linux-x86-64.so.2", "libm.so.6"}
 # every CPython the abi3 wheel is for; CI's machine has them all: a missing one fails
