@@ -16,14 +16,16 @@ _EXPORTS = {
     "OpenEvent": "events",
     "EnvironmentProblem": "system", "NoBTF": "system", "NoTracefs": "system",
     "NotPermitted": "system",
+    "Summary": "summary",
     "Filters": "tracer", "InvalidSetting": "tracer", "Stats": "tracer", "Tracer": "tracer",
     "Tuning": "tracer",
 }
 __all__ = ["EnvironmentProblem", "Filters", "InvalidSetting", "NoBTF", "NoTracefs",
-           "NotPermitted", "OpenEvent", "Stats", "Tracer", "Tuning"]
+           "NotPermitted", "OpenEvent", "Stats", "Summary", "Tracer", "Tuning"]
 
 if TYPE_CHECKING:
     from .events import OpenEvent
+    from .summary import Summary
     from .system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
     from .tracer import Filters, InvalidSetting, Stats, Tracer, Tuning
 
