@@ -24,14 +24,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from enum import Enum
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from echo_open._summary import ffi as _ffi
 from echo_open._summary import lib as _c
 
 from .flags import errno_name
 from .layout import EVENT_SIZE, MAX_TAIL
-from .loader import RecordBatch
+
+if TYPE_CHECKING:  # only a hint: the CLI imports this module even where libbpf does not load
+    from .loader import RecordBatch
 
 MAX_KEYS = _c.EOS_MAX_KEYS
 MAX_TOP = _c.EOS_MAX_TOP
@@ -146,6 +148,9 @@ class Summary:
         if not MAX_TAIL // 2 <= max_path_bytes <= 1 << 40:
             raise ValueError(f"max_path_bytes must hold a whole path ({MAX_TAIL // 2} bytes) "
                              f"and be at most 1 TiB, not {max_path_bytes}")
+        self.max_paths = max_paths
+        self.max_processes = max_processes
+        self.max_path_bytes = max_path_bytes
         limits = _ffi.new("struct eos_limits *")
         limits.max_paths = max_paths
         limits.max_processes = max_processes

@@ -17,7 +17,10 @@ import select
 import shutil
 import signal
 import sys
+import termios
 import time
+import tty
+from collections.abc import Callable
 from enum import Enum
 from typing import Annotated
 
@@ -26,12 +29,14 @@ import typer
 from .. import doctor as _doctor
 from .. import layout
 from ..flags import OPEN_FLAGS, parse_open_flag
+from ..summary import MAX_TOP, SortKey, Summary
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
 
 try:
     from ..loader import BPFError, LoadError, RecordBatch
     from ..render import JsonRenderer, TableRenderer
     from ..tracer import Filters, InvalidSetting, Stats, Tracer, Tuning
+    from . import top as _top
 except ImportError as exc:  # libbpf missing or too old: --version and doctor still run
     _BINDING_ERROR: ImportError | None = exc
 else:
@@ -75,6 +80,10 @@ Examples:
 Commands:
 
   echo-open doctor                 can this machine trace? (--json)
+
+  echo-open top                    the busiest paths, processes and errors, each second
+
+  echo-open --summary -d 10        ten seconds counted: opens per path, process, error
 
   echo-open -- doctor              trace a command that is named doctor
 """
@@ -208,12 +217,12 @@ _OPTION_OF_SETTING = {"pids": "'-p' / '--pid'", "tids": "'-t' / '--tid'", "uid":
                       "path_prefixes": "'--path-prefix'", "ring_size": "'--ring-size'"}
 
 
-def _print_summary(stats: Stats, shown: int) -> None:
+def _print_summary(stats: Stats, shown: int, verb: str = "shown") -> None:
     drops = ", ".join(f"{name.replace('_', ' ')} {count}"
                       for name, count in stats.drops().items())
     # traced but never written: only when output stopped early (a closed pipe)
-    unshown = f", {stats.emitted - shown} not shown" if stats.emitted > shown else ""
-    print(f"echo-open: {shown} events shown, {stats.filtered} filtered in the kernel, "
+    unshown = f", {stats.emitted - shown} not {verb}" if stats.emitted > shown else ""
+    print(f"echo-open: {shown} events {verb}, {stats.filtered} filtered in the kernel, "
           f"{stats.dropped} lost ({drops}){unshown}", file=sys.stderr)
 
 
@@ -236,53 +245,103 @@ def _own_mntns() -> int:
         return 0
 
 
+# The options the tracer and the top view share, defined once: the filters (all run in the
+# kernel), -d, --ring-size, -v. Both commands build their Tracer with _make_tracer.
+PidOption = Annotated[list[int], typer.Option(
+    "-p", "--pid", metavar="PID", help="Only this process (repeatable).")]
+TidOption = Annotated[list[int], typer.Option(
+    "-t", "--tid", metavar="TID", help="Only this thread (repeatable).")]
+UidOption = Annotated[int | None, typer.Option(
+    "-u", "--uid", min=0, metavar="UID", help="Only this user id.")]
+FailedOption = Annotated[bool, typer.Option("-x", "--failed", help="Only failed opens.")]
+NameOption = Annotated[str | None, typer.Option(
+    "-n", "--name", metavar="NAME", help="Only processes whose name contains NAME.")]
+FlagOption = Annotated[list[int], typer.Option(
+    "-f", "--flag", metavar="FLAG", parser=_open_flag, autocompletion=_complete_open_flag,
+    help="Only opens with any of these flags (O_WRONLY...).")]
+PathPrefixOption = Annotated[list[str], typer.Option(
+    "--path-prefix", metavar="PREFIX", help="Only paths starting with this (repeatable).")]
+PrefixOnOption = Annotated[PrefixOn, typer.Option(
+    "--prefix-on", help="Match --path-prefix on the path as passed or on the resolved path.")]
+DurationOption = Annotated[float | None, typer.Option(
+    "-d", "--duration", callback=_positive, metavar="SECONDS",
+    help="Stop after this many seconds.")]
+RingSizeOption = Annotated[int, typer.Option(
+    "--ring-size", metavar="SIZE", parser=_size,
+    show_default=f"{layout.DEFAULT_RING_SIZE >> 20}M", help="Ring buffer size (power of two).")]
+VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")]
+CommandArgument = Annotated[list[str] | None, typer.Argument(
+    metavar="[-- COMMAND [ARG...]]",
+    help="Run COMMAND and trace only it and the processes it starts.")]
+# the summary's: rows per table and their order (top, and trace --summary)
+RowsOption = Annotated[int | None, typer.Option(
+    "-N", "--rows", min=1, max=MAX_TOP, metavar="N",
+    help="Rows per table (default: 10, or what fits the terminal).")]
+SortOption = Annotated[SortKey, typer.Option(
+    "--sort", help="Order rows by opens, failed opens, or key (path, pid, errno).")]
+
+
 def trace(
-    pid: Annotated[list[int], typer.Option(
-        "-p", "--pid", metavar="PID", help="Only this process (repeatable).")] = [],  # noqa: B006
-    tid: Annotated[list[int], typer.Option(
-        "-t", "--tid", metavar="TID", help="Only this thread (repeatable).")] = [],  # noqa: B006
-    uid: Annotated[int | None, typer.Option(
-        "-u", "--uid", min=0, metavar="UID", help="Only this user id.")] = None,
-    failed: Annotated[bool, typer.Option("-x", "--failed", help="Only failed opens.")] = False,
-    name: Annotated[str | None, typer.Option(
-        "-n", "--name", metavar="NAME",
-        help="Only processes whose name contains NAME.")] = None,
+    pid: PidOption = [],  # noqa: B006
+    tid: TidOption = [],  # noqa: B006
+    uid: UidOption = None,
+    failed: FailedOption = False,
+    name: NameOption = None,
     extended: Annotated[bool, typer.Option(
         "-e", "--extended", help="Show syscall, flags and mode.")] = False,
     timestamp: Annotated[bool, typer.Option("-T", "--timestamp", help="Show the time.")] = False,
     print_uid: Annotated[bool, typer.Option(
         "-U", "--print-uid", help="Show the UID column.")] = False,
-    duration: Annotated[float | None, typer.Option(
-        "-d", "--duration", callback=_positive, metavar="SECONDS",
-        help="Stop after this many seconds.")] = None,
-    flag: Annotated[list[int], typer.Option(
-        "-f", "--flag", metavar="FLAG", parser=_open_flag, autocompletion=_complete_open_flag,
-        help="Only opens with any of these flags (O_WRONLY...).")] = [],  # noqa: B006
+    duration: DurationOption = None,
+    flag: FlagOption = [],  # noqa: B006
     full_path: Annotated[bool, typer.Option(
         "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
-    json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
-    path_prefix: Annotated[list[str], typer.Option(
-        "--path-prefix", metavar="PREFIX",
-        help="Only paths starting with this (repeatable).")] = [],  # noqa: B006
-    prefix_on: Annotated[PrefixOn, typer.Option(
-        "--prefix-on",
-        help="Match --path-prefix on the path as passed or on the resolved path.")
-    ] = PrefixOn.passed,
-    ring_size: Annotated[int, typer.Option(
-        "--ring-size", metavar="SIZE", parser=_size,
-        show_default=f"{layout.DEFAULT_RING_SIZE >> 20}M",
-        help="Ring buffer size (power of two).")] = layout.DEFAULT_RING_SIZE,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")
-                       ] = False,
+    json_lines: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per line (with --summary: one object).")] = False,
+    path_prefix: PathPrefixOption = [],  # noqa: B006
+    prefix_on: PrefixOnOption = PrefixOn.passed,
+    ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
+    verbose: VerboseOption = False,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="Count instead of showing events: at exit, opens per path, process "
+        "and error, to stdout (as strace -c).")] = False,
+    rows: RowsOption = None,
+    sort: SortOption = SortKey.opens,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_print_version,
         help="Show the versions of echo-open, libbpf, the kernel and the BPF object.")
     ] = False,
-    command: Annotated[list[str] | None, typer.Argument(
-        metavar="[-- COMMAND [ARG...]]",
-        help="Run COMMAND and trace only it and the processes it starts.")] = None,
+    command: CommandArgument = None,
 ) -> None:
     """Show every file open on this machine as it happens (eBPF)."""
+    if summary and (extended or timestamp or print_uid or full_path):
+        raise typer.BadParameter("--summary counts opens: -e, -T, -U and -F show events",
+                                 param_hint="'--summary'")
+    if not summary and (rows is not None or sort is not SortKey.opens):
+        raise typer.BadParameter("-N and --sort order the summary: add --summary",
+                                 param_hint="'-N' / '--sort'")
+    # the kernel resolves paths only when they are shown or matched on: the walk
+    # costs each successful open ~0.5 us, and a long path twice its ring space
+    tracer, child = _make_tracer(
+        pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
+        path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
+        command=command, resolve_paths=not summary and (full_path or json_lines))
+    if summary:
+        view = _summary_view(json_lines, interval=None, rows=rows, sort=sort, at_exit=True)
+    else:
+        renderer = JsonRenderer() if json_lines else TableRenderer(
+            timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
+            own_mntns=_own_mntns())
+        view = _events_view(renderer)
+    raise typer.Exit(_run(tracer, view, duration, child))
+
+
+def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: bool,
+                 name: str | None, flag: list[int], path_prefix: list[str], prefix_on: PrefixOn,
+                 ring_size: int, verbose: bool, command: list[str] | None,
+                 resolve_paths: bool) -> tuple[Tracer, _HeldCommand | None]:
+    """The Tracer the shared options ask for (every command that traces builds it so), and
+    COMMAND forked and held, if one is given; a bad setting is a usage error."""
     if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
         print("echo-open: output error: standard output is closed", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT)
@@ -303,21 +362,16 @@ def trace(
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
-        # the kernel resolves paths only when they are shown or matched on: the walk
-        # costs each successful open ~0.5 us, and a long path twice its ring space
         filters = Filters(pids=pid, tids=tid, follow_children=child is not None, uid=uid,
                           failed_only=failed, comm=name, flags=flag, path_prefixes=path_prefix,
                           prefix_on_resolved=prefix_on is PrefixOn.resolved)
-        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=full_path or json_lines))
+        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths))
     except InvalidSetting as exc:
         if child is not None:
             child.kill()
         raise typer.BadParameter(str(exc), param_hint=_OPTION_OF_SETTING.get(exc.setting)
                                  ) from None
-    renderer = JsonRenderer() if json_lines else TableRenderer(
-        timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
-        own_mntns=_own_mntns())
-    raise typer.Exit(_run(tracer, renderer, duration, child))
+    return tracer, child
 
 
 def _command_problem(name: str) -> tuple[int, str] | None:
@@ -405,8 +459,10 @@ class _HeldCommand:
         return self.status if self.status >= 0 else 128 - self.status
 
 
-def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
+def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals], _Output],
          duration: float | None, child: _HeldCommand | None = None) -> int:
+    """Start tracing, hand every batch to what view makes (once attached), stop; the exit
+    status."""
     with _StopSignals() as stop:
         try:
             try:
@@ -430,7 +486,7 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
                 return EXIT_NOT_PERMITTED
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
-        output = _Output(renderer, tracer.wall_offset_ns, stop)
+        output = view(tracer, stop)
         status = EXIT_OK
         try:
             _stream(tracer, output, duration, stop, child)
@@ -445,12 +501,13 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
             print(f"echo-open: output error: {exc}", file=sys.stderr)
             status = EXIT_OUTPUT
         finally:
+            output.close()
             tracer.detach()
             stats = tracer.stats()
             tracer.close()
             if child is not None and child.held:  # output failed before the go
                 child.kill()
-        _print_summary(stats, output.shown)
+        _print_summary(stats, output.shown, output.verb)
         if child is not None and status == EXIT_OK:
             # stopped early: SIGTERM is passed on; a Ctrl-C at the terminal reached the
             # command too, but a SIGINT sent to the tracer alone must not leave us waiting
@@ -464,9 +521,15 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
 
 class _Output:
     """Rendered batches to stdout as UTF-8, written straight to its fd (no buffer to
-    flush at exit), counted; a closed pipe is noticed without waiting for a write."""
+    flush at exit), counted; a closed pipe is noticed without waiting for a write.
 
-    def __init__(self, renderer: TableRenderer | JsonRenderer, wall_offset_ns: int,
+    The loop (_stream) also asks it how long it may wait for a batch (wait_limit), lets it
+    act between batches (tick: True to stop), and has it finish after the last batch."""
+
+    verb = "shown"        # what happened to the events, for the line at exit
+    warns_drops = True    # losses are reported on stderr once a second
+
+    def __init__(self, renderer: TableRenderer | JsonRenderer | None, wall_offset_ns: int,
                  stop: _StopSignals) -> None:
         self.renderer = renderer
         self.wall_offset_ns = wall_offset_ns
@@ -503,6 +566,135 @@ class _Output:
             self._write(chunk)
         self.shown += len(batch)
 
+    def wait_limit(self) -> float | None:
+        return None
+
+    def tick(self) -> bool:
+        return False
+
+    def finish(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _events_view(renderer: TableRenderer | JsonRenderer
+                 ) -> Callable[[Tracer, _StopSignals], _Output]:
+    return lambda tracer, stop: _Output(renderer, tracer.wall_offset_ns, stop)
+
+
+class _SummaryOutput(_Output):
+    """Batches counted in C (summary.Summary), never shown one by one: a frame each
+    interval (top), and at exit the whole run's summary (--summary). On a terminal a frame
+    replaces the last (clear + home) and `q` stops; elsewhere frames follow one another,
+    plain text or one JSON object each."""
+
+    verb = "counted"
+
+    def __init__(self, tracer: Tracer, stop: _StopSignals, *, json_out: bool,
+                 interval: float | None, rows: int | None, sort: SortKey,
+                 at_exit: bool) -> None:
+        super().__init__(None, tracer.wall_offset_ns, stop)
+        self.summary = Summary()
+        self._tracer = tracer
+        self._json = json_out
+        self._interval = interval
+        self._sort = sort
+        self._at_exit = at_exit
+        self._screen = interval is not None and not json_out and os.isatty(self._fd)
+        self.warns_drops = not self._screen  # on the screen, lost/s is in the view
+        if rows is None:
+            rows = 10
+            if self._screen:  # as many as fit the terminal
+                height = shutil.get_terminal_size().lines
+                rows = max(1, (height - _top.FRAME_OVERHEAD) // 3)
+        self._rows = rows
+        self._keys: int | None = None  # stdin, read for `q`, in cbreak mode
+        self._saved_tty: list | None = None
+        if self._screen and sys.stdin is not None and sys.stdin.isatty():
+            self._keys = sys.stdin.fileno()
+            self._saved_tty = termios.tcgetattr(self._keys)
+            tty.setcbreak(self._keys)
+        self._frames = 0
+        self._started = self._frame_started = time.monotonic()
+        self._next_frame = None if interval is None else self._started + interval
+        self._lost_at_frame = tracer.stats().dropped
+
+    def write_header(self) -> None:
+        pass
+
+    def show(self, batch: RecordBatch) -> None:
+        self.summary.feed(batch)
+        self.shown += len(batch)
+
+    def wait_limit(self) -> float | None:
+        return None if self._next_frame is None else self._next_frame - time.monotonic()
+
+    def tick(self) -> bool:
+        if (self._keys is not None and select.select([self._keys], [], [], 0)[0]
+                and b"q" in os.read(self._keys, 64).lower()):
+            return True
+        now = time.monotonic()
+        if self._next_frame is not None and now >= self._next_frame:
+            self._write_frame(now)
+            # keep the cadence; after a stall, the next frame an interval from now
+            self._next_frame += self._interval
+            if self._next_frame <= now:
+                self._next_frame = now + self._interval
+        return False
+
+    def _figures(self, kind: str, seconds: float, lost: int) -> _top.Interval:
+        return _top.Interval(kind=kind, wall_ns=time.time_ns(), seconds=seconds, lost=lost,
+                             sort=self._sort.value, max_paths=self.summary.max_paths,
+                             max_processes=self.summary.max_processes)
+
+    def _write_frame(self, now: float) -> None:
+        lost_now = self._tracer.stats().dropped
+        figures = self._figures("interval", now - self._frame_started,
+                                lost_now - self._lost_at_frame)
+        top = self.summary.top(self._rows, self._sort)
+        if self._json:
+            frame = _top.as_json(top, figures)
+        elif self._screen:
+            size = shutil.get_terminal_size()
+            frame = _top.fit(_top.text(top, figures), size.columns, size.lines)
+        else:  # one plain block per interval, a blank line between: it can be logged
+            frame = ("\n" if self._frames else "") + _top.text(top, figures)
+        self._write(frame.encode("utf-8"))
+        self._frames += 1
+        self.summary.reset_interval()
+        self._frame_started = now
+        self._lost_at_frame = lost_now
+
+    def finish(self) -> None:
+        """After the last batch: the interval it ended (so the frames add up to the whole
+        run), then the run's summary."""
+        now = time.monotonic()
+        if self._interval is not None:
+            self._write_frame(now)
+        if self._at_exit:
+            figures = self._figures("summary", now - self._started,
+                                    self._tracer.stats().dropped)
+            top = self.summary.top(self._rows, self._sort, cumulative=True)
+            if self._json:
+                frame = _top.as_json(top, figures)
+            else:
+                frame = ("\n" if self._frames else "") + _top.text(top, figures)
+            self._write(frame.encode("utf-8"))
+
+    def close(self) -> None:
+        if self._saved_tty is not None:
+            termios.tcsetattr(self._keys, termios.TCSADRAIN, self._saved_tty)
+            self._saved_tty = None
+
+
+def _summary_view(json_out: bool, *, interval: float | None, rows: int | None, sort: SortKey,
+                  at_exit: bool) -> Callable[[Tracer, _StopSignals], _Output]:
+    return lambda tracer, stop: _SummaryOutput(tracer, stop, json_out=json_out,
+                                               interval=interval, rows=rows, sort=sort,
+                                               at_exit=at_exit)
+
 
 def _stream(tracer: Tracer, output: _Output, duration: float | None,
             stop: _StopSignals, child: _HeldCommand | None = None) -> None:
@@ -526,6 +718,9 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
         if output.gone():
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
         timeout = tracer.poll_interval
+        limit = output.wait_limit()  # the next frame of a view
+        if limit is not None:
+            timeout = max(0.0, min(timeout, limit))
         if deadline is not None:
             timeout = min(timeout, deadline - time.monotonic())
             if timeout <= 0:
@@ -533,8 +728,10 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
         batch = tracer.read_records(timeout)
         if batch:
             output.show(batch)
+        if output.tick():  # `q` in the top view
+            break
         now = time.monotonic()
-        if now - last_check >= 1.0:
+        if now - last_check >= 1.0 and output.warns_drops:
             current = tracer.stats()
             _warn_drops(current, checked)
             checked, last_check = current, now
@@ -544,6 +741,41 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
     stop.allow_writes_for(_WRITE_GRACE)
     for batch in tracer.drain_records():
         output.show(batch)
+    output.finish()
+
+
+def top(
+    pid: PidOption = [],  # noqa: B006
+    tid: TidOption = [],  # noqa: B006
+    uid: UidOption = None,
+    failed: FailedOption = False,
+    name: NameOption = None,
+    flag: FlagOption = [],  # noqa: B006
+    path_prefix: PathPrefixOption = [],  # noqa: B006
+    prefix_on: PrefixOnOption = PrefixOn.passed,
+    interval: Annotated[float, typer.Option(
+        "-i", "--interval", callback=_positive, metavar="SECONDS",
+        help="Seconds between frames.")] = 1.0,
+    rows: RowsOption = None,
+    sort: SortOption = SortKey.opens,
+    duration: DurationOption = None,
+    json_out: Annotated[bool, typer.Option(
+        "--json", help="One JSON object per interval (and with --summary, one at exit).")
+    ] = False,
+    summary: Annotated[bool, typer.Option(
+        "--summary", help="At exit, also the whole run's counts.")] = False,
+    ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
+    verbose: VerboseOption = False,
+    command: CommandArgument = None,
+) -> None:
+    """Which files, processes and errors, at what rate: opens counted each interval, the
+    busiest first (q or Ctrl-C stops). The filters are the tracer's."""
+    tracer, child = _make_tracer(
+        pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
+        path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
+        command=command, resolve_paths=False)
+    view = _summary_view(json_out, interval=interval, rows=rows, sort=sort, at_exit=summary)
+    raise typer.Exit(_run(tracer, view, duration, child))
 
 
 _BLOCKER_EXIT = {_doctor.Blocker.NOT_PERMITTED: EXIT_NOT_PERMITTED,
@@ -592,7 +824,7 @@ def _typer_app(command, completion: bool = False, **settings: object) -> typer.T
 app = _typer_app(trace, completion=True, epilog=EXAMPLES)
 # `echo-open NAME ...` runs a subcommand; every other first argument (an option, `--`)
 # goes to the tracer, so `echo-open -- doctor` traces a command named doctor
-SUBCOMMANDS: dict[str, typer.Typer] = {"doctor": _typer_app(doctor)}
+SUBCOMMANDS: dict[str, typer.Typer] = {"doctor": _typer_app(doctor), "top": _typer_app(top)}
 
 
 # click's exceptions, found through the one typer exports (typer vendors click, older
