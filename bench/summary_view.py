@@ -2,13 +2,14 @@
 
     .venv/bin/python bench/summary_view.py --pairs 3 --seconds 2 --modes miss,hit
 
-Per pair, interleaved: the storm alone (A); the storm under `echo-open -n storm` with its
-lines to /dev/null (plain); the storm under `echo-open top -n storm --json --summary`
+Per pair, interleaved: the storm alone (A); the storm under `echo-open -n NAME` with its
+lines to /dev/null (plain); the storm under `echo-open top -n NAME --json --summary`
 (top: counted in C per batch, a JSON frame a second, the whole run's object at exit).
-Both tracers keep only the storm's opens in the kernel (-n), so what each counted is the
-storm's: capture = counted / the storm's opens (plain: "N events shown" on stderr; top: the
-summary object's "opens"). Tracer CPU from attached to exit, per event. Medians; appends a
-section to bench/RESULTS.md unless --no-write. See bench/README.md.
+The storm runs as a copy of bench/build/storm named NAME = sv<pid of this script>, so other
+storms on this shared machine do not match; both tracers keep only its opens in the kernel
+(-n), so what each counted is the storm's: capture = counted / the storm's opens (plain:
+"N events shown" on stderr; top: the summary object's "opens"). Tracer CPU from attached
+to exit, per event. Medians; appends a section to bench/RESULTS.md unless --no-write.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import re
 import shutil
 import statistics
@@ -34,17 +36,27 @@ _SHOWN = re.compile(r"echo-open: (\d+) events (?:shown|counted), \d+ filtered in
 SECTION = "## The summary view (`echo-open top`) under the storm"
 
 
-def tracer_specs() -> dict[str, harness.TracerSpec]:
+def tracer_specs(storm_name: str) -> dict[str, harness.TracerSpec]:
     eo = str(harness.ECHO_OPEN)
     return {
-        "plain": harness.TracerSpec("plain", [eo, "-n", "storm"], b"echo-open: tracing",
+        "plain": harness.TracerSpec("plain", [eo, "-n", storm_name], b"echo-open: tracing",
                                     _SHOWN, ready_on_stderr=True),
-        "top": harness.TracerSpec("top", [eo, "top", "-n", "storm", "--json", "--summary"],
+        "top": harness.TracerSpec("top", [eo, "top", "-n", storm_name, "--json", "--summary"],
                                   b"echo-open: tracing", _SHOWN, ready_on_stderr=True),
     }
 
 
-def measure(spec: harness.TracerSpec, storm: harness.StormSpec,
+def run_storm(storm: harness.StormSpec, binary: Path) -> harness.StormResult:
+    """harness.run_storm, with the storm binary under its own name."""
+    out = subprocess.run(storm.argv(binary=binary), check=True, capture_output=True,
+                         text=True, timeout=storm.seconds + 600)
+    result = harness.StormResult(**json.loads(out.stdout.strip().splitlines()[-1]))
+    if result.unexpected:
+        raise RuntimeError(f"storm: {result.unexpected} opens had the wrong outcome")
+    return result
+
+
+def measure(spec: harness.TracerSpec, storm: harness.StormSpec, binary: Path,
             baseline: harness.StormResult) -> dict[str, float]:
     work = Path(tempfile.mkdtemp(prefix="eo-bench-summary-"))
     try:
@@ -54,7 +66,7 @@ def measure(spec: harness.TracerSpec, storm: harness.StormSpec,
         tracer = harness.TracerRun(spec, work)
         tracer.start()
         try:
-            result = harness.run_storm(storm)
+            result = run_storm(storm, binary)
         finally:
             tracer.stop()
         err = tracer.stderr_path.read_text(errors="replace")
@@ -85,9 +97,10 @@ def report(results: dict[str, dict[str, dict[str, float]]], args: argparse.Names
              f"Written by `bench/summary_view.py --pairs {args.pairs} --seconds {args.seconds} "
              f"--modes {args.modes}` on {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC "
              f"(echo-open {commit}): medians of {args.pairs} A/B pairs, storm on CPU 0, "
-             "tracer on CPU 1. Both keep only the storm's opens in the kernel (`-n storm`); "
-             "`plain` is `echo-open -n storm > /dev/null`, `top` is "
-             "`echo-open top -n storm --json --summary` (counted in C a batch at a time).", "",
+             "tracer on CPU 1. The storm runs under a name of its own (`sv<pid>`) and both keep "
+             "only its opens in the kernel (`-n sv<pid>`); `plain` is "
+             "`echo-open -n sv<pid> > /dev/null`, `top` is "
+             "`echo-open top -n sv<pid> --json --summary` (counted in C a batch at a time).", "",
              "| mode | tracer | throughput ratio | capture | lost | tracer CPU µs/event "
              "| tracer CPU s | traced opens/s | untraced opens/s |",
              "|---|---|---|---|---|---|---|---|---|"]
@@ -108,18 +121,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modes", default="miss,hit")
     parser.add_argument("--no-write", action="store_true", help="print, leave RESULTS.md")
     args = parser.parse_args(argv)
-    harness.build_storm()
-    specs = tracer_specs()
+    storm_dir = Path(tempfile.mkdtemp(prefix="eo-bench-summary-storm-"))
+    binary = storm_dir / f"sv{os.getpid()}"
+    shutil.copy2(harness.build_storm(), binary)
+    specs = tracer_specs(binary.name)
     runs: dict[str, dict[str, list[dict[str, float]]]] = {}
-    for pair in range(args.pairs):
-        for mode in args.modes.split(","):
-            storm = harness.StormSpec(mode, seconds=args.seconds)
-            for name, spec in specs.items():
-                baseline = harness.run_storm(storm)
-                measured = measure(spec, storm, baseline)
-                runs.setdefault(mode, {}).setdefault(name, []).append(measured)
-                print(f"pair {pair} {mode} {name}: " + json.dumps(
-                    {k: round(v, 4) for k, v in measured.items()}), flush=True)
+    try:
+        for pair in range(args.pairs):
+            for mode in args.modes.split(","):
+                storm = harness.StormSpec(mode, seconds=args.seconds)
+                for name, spec in specs.items():
+                    baseline = run_storm(storm, binary)
+                    measured = measure(spec, storm, binary, baseline)
+                    runs.setdefault(mode, {}).setdefault(name, []).append(measured)
+                    print(f"pair {pair} {mode} {name}: " + json.dumps(
+                        {k: round(v, 4) for k, v in measured.items()}), flush=True)
+    finally:
+        shutil.rmtree(storm_dir, ignore_errors=True)
     results = {mode: {name: medians(r) for name, r in by.items()} for mode, by in runs.items()}
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True, cwd=RESULTS.parent).stdout.strip()
