@@ -72,6 +72,12 @@ Examples:
 
   echo-open -x -- make             what make and its children failed to open
 
+  echo-open -o t.txt -- ./configure   the trace in a file, not among configure's output
+
+  echo-open -p 1234 --children     a process and its tree, now and later
+
+  echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
+
 Commands:
 
   echo-open doctor                 can this machine trace? (--json)
