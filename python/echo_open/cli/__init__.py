@@ -72,6 +72,12 @@ Examples:
 
   echo-open -x -- make             what make and its children failed to open
 
+  echo-open -o t.txt -- ./configure   the trace in a file, not among configure's output
+
+  echo-open -p 1234 --children     a process and its tree, now and later
+
+  echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
+
 Commands:
 
   echo-open doctor                 can this machine trace? (--json)
@@ -261,6 +267,15 @@ def trace(
     full_path: Annotated[bool, typer.Option(
         "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
     json_lines: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+    output_file: Annotated[str | None, typer.Option(
+        "-o", "--output", metavar="FILE",
+        help="Write the events to FILE (created or truncated), not to stdout.")] = None,
+    children: Annotated[bool, typer.Option(
+        "--children", help="With -p: the processes' children too, now and later.")] = False,
+    wait_tree: Annotated[bool, typer.Option(
+        "--wait-tree",
+        help="With a COMMAND (or -p --children): trace until every process of the tree "
+             "has exited, not only COMMAND.")] = False,
     path_prefix: Annotated[list[str], typer.Option(
         "--path-prefix", metavar="PREFIX",
         help="Only paths starting with this (repeatable).")] = [],  # noqa: B006
@@ -291,6 +306,11 @@ def trace(
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILURE)
     child = None
+    if children and not pid:
+        raise typer.BadParameter("follows the processes given with -p", param_hint="'--children'")
+    if wait_tree and not (command or children):
+        raise typer.BadParameter("needs a COMMAND or -p PID --children: a tree to wait for",
+                                 param_hint="'--wait-tree'")
     if command:
         if pid or tid:
             raise typer.BadParameter("a COMMAND is traced by itself: no -p/-t with it")
@@ -298,14 +318,18 @@ def trace(
         if problem:
             print(f"echo-open: {problem[1]}: {command[0]}", file=sys.stderr)
             raise typer.Exit(problem[0])
+        output_fd = _open_output(output_file)  # before COMMAND exists: it must not run
         child = _HeldCommand(command)
         pid = [child.pid]
+    else:
+        output_fd = _open_output(output_file)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
         # the kernel resolves paths only when they are shown or matched on: the walk
         # costs each successful open ~0.5 us, and a long path twice its ring space
-        filters = Filters(pids=pid, tids=tid, follow_children=child is not None, uid=uid,
+        filters = Filters(pids=pid, tids=tid, follow_children=child is not None or children,
+                          uid=uid,
                           failed_only=failed, comm=name, flags=flag, path_prefixes=path_prefix,
                           prefix_on_resolved=prefix_on is PrefixOn.resolved)
         tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=full_path or json_lines))
@@ -317,7 +341,18 @@ def trace(
     renderer = JsonRenderer() if json_lines else TableRenderer(
         timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
         own_mntns=_own_mntns())
-    raise typer.Exit(_run(tracer, renderer, duration, child))
+    raise typer.Exit(_run(tracer, renderer, duration, child, output_fd, wait_tree))
+
+
+def _open_output(path: str | None) -> int:
+    """-o FILE opened (created, or truncated) for the events; stdout without -o."""
+    if path is None:
+        return sys.stdout.fileno()
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        print(f"echo-open: output error: cannot open {path}: {exc.strerror}", file=sys.stderr)
+        raise typer.Exit(EXIT_OUTPUT) from None
 
 
 def _command_problem(name: str) -> tuple[int, str] | None:
@@ -405,8 +440,8 @@ class _HeldCommand:
         return self.status if self.status >= 0 else 128 - self.status
 
 
-def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
-         duration: float | None, child: _HeldCommand | None = None) -> int:
+def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer, duration: float | None,
+         child: _HeldCommand | None = None, output_fd: int = 1, wait_tree: bool = False) -> int:
     with _StopSignals() as stop:
         try:
             try:
@@ -430,10 +465,10 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
                 return EXIT_NOT_PERMITTED
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
-        output = _Output(renderer, tracer.wall_offset_ns, stop)
+        output = _Output(renderer, tracer.wall_offset_ns, stop, output_fd)
         status = EXIT_OK
         try:
-            _stream(tracer, output, duration, stop, child)
+            _stream(tracer, output, duration, stop, child, wait_tree)
         except _OutputStalled:
             pass  # the reader of stdout stopped reading: what it did not take is not shown
         except BrokenPipeError:
@@ -463,17 +498,17 @@ def _run(tracer: Tracer, renderer: TableRenderer | JsonRenderer,
 
 
 class _Output:
-    """Rendered batches to stdout as UTF-8, written straight to its fd (no buffer to
-    flush at exit), counted; a closed pipe is noticed without waiting for a write."""
+    """Rendered batches to stdout (or -o's file) as UTF-8, written straight to its fd (no
+    buffer to flush at exit), counted; a closed pipe is noticed without waiting for a write."""
 
     def __init__(self, renderer: TableRenderer | JsonRenderer, wall_offset_ns: int,
-                 stop: _StopSignals) -> None:
+                 stop: _StopSignals, fd: int) -> None:
         self.renderer = renderer
         self.wall_offset_ns = wall_offset_ns
         self.shown = 0
         self._stop = stop
         sys.stdout.flush()
-        self._fd = sys.stdout.fileno()
+        self._fd = fd
         # POLLERR/POLLHUP are reported without being asked for: the reader of a pipe went
         # away (`echo-open | head -1`), a terminal hung up
         self._watch = select.poll()
@@ -504,10 +539,14 @@ class _Output:
         self.shown += len(batch)
 
 
-def _stream(tracer: Tracer, output: _Output, duration: float | None,
-            stop: _StopSignals, child: _HeldCommand | None = None) -> None:
-    """Render events until stopped (or COMMAND exits); then detach and render what is
-    left in the ring."""
+# how often --wait-tree asks the kernel's pid filter whether any process of the tree is left
+_TREE_CHECK_INTERVAL = 0.1
+
+
+def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _StopSignals,
+            child: _HeldCommand | None = None, wait_tree: bool = False) -> None:
+    """Render events until stopped, or COMMAND exits (with wait_tree: until the whole
+    tree has); then detach and render what is left in the ring."""
     output.write_header()
     # on stderr, so scripts and harnesses know when opens are being seen
     print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
@@ -522,7 +561,18 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
     checked = Stats()
     if child is not None:
         child.release()
-    while not stop.raised and not (child is not None and child.exited()):
+    tree_checked = 0.0
+    while not stop.raised:
+        if wait_tree:
+            if child is not None:
+                child.exited()  # reaped as soon as it ends: a zombie is no reader of files
+            now = time.monotonic()
+            if now - tree_checked >= _TREE_CHECK_INTERVAL:
+                if not tracer.followed_pids():
+                    break
+                tree_checked = now
+        elif child is not None and child.exited():
+            break
         if output.gone():
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
         timeout = tracer.poll_interval
