@@ -7,6 +7,7 @@ import errno
 import os
 import re
 import struct
+from collections.abc import Iterable
 from pathlib import Path
 
 BTF_PATH = Path("/sys/kernel/btf/vmlinux")
@@ -167,3 +168,27 @@ def check_all() -> Path:
     check_privileges()
     check_btf()
     return tracefs_root()
+
+
+def descendants(pids: Iterable[int]) -> set[int]:
+    """The live processes descended from ``pids`` (not the pids themselves), from
+    /proc/*/stat's parent pids as they are now."""
+    children: dict[int, list[int]] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as stat:
+                # "pid (comm) state ppid ...": comm may hold spaces and parentheses
+                fields = stat.read().rpartition(b")")[2].split()
+        except OSError:  # gone since the listing
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    found: set[int] = set()
+    pending = list(pids)
+    while pending:
+        for child in children.get(pending.pop(), ()):
+            if child not in found:
+                found.add(child)
+                pending.append(child)
+    return found - set(pids)

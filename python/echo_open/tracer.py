@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib.resources
+import itertools
 import os
 import threading
 import time
@@ -20,7 +22,7 @@ from echo_open._layout import lib as _c
 
 from . import layout, system
 from .events import OpenEvent, decode_batch
-from .loader import BPFObject, Link, RecordBatch, RingBuffer
+from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
 # (tracepoint/CATEGORY/EVENT, tp_btf/EVENT). What the tracer knows of them:
@@ -105,8 +107,9 @@ class Filters:
     """Which opens are traced, decided in the kernel; an open must pass every one given.
 
       pids, tids      -- thread group ids / thread ids (several allowed)
-      follow_children -- with pids: every process they start later is traced too
-                         (and its children), from its first instruction
+      follow_children -- with pids: their whole process tree: the processes they
+                         have started (found in /proc at start) and every one started
+                         later, traced from its first instruction
       uid             -- the opener's real uid
       failed_only     -- only opens that failed
       comm            -- the process name contains this (up to 15 bytes)
@@ -227,6 +230,7 @@ class Tracer:
         # what this kernel cannot trace, as short phrases, filled by start()
         self.limitations: list[str] = []
         self._attached_programs: list[str] = []
+        self._untraced_descendants = 0  # follow_children: found at start, no room in the map
 
     @property
     def poll_interval(self) -> float:
@@ -254,6 +258,8 @@ class Tracer:
                                     batch_bytes=2 << 20)
             self._wall_offset_ns = time.time_ns() - time.monotonic_ns()
             self._links = [obj.program(name).attach() for name in self._attached_programs]
+            if self.filters.follow_children:
+                self._adopt_descendants(obj)
         except BaseException:
             if self._ring is not None:
                 self._ring.close()
@@ -364,6 +370,30 @@ class Tracer:
             bpf_map = obj.map(map_name)
             for value in ids:
                 bpf_map.update(bpf_map.int_key(value), bpf_map.int_value(1))
+
+    def _adopt_descendants(self, obj: BPFObject) -> None:
+        # a process forked from now on joins the filter in the kernel (follow_fork); the
+        # ones that exist already are found in /proc, after the attach so that none falls
+        # between the two; until nothing new turns up (a fork during a scan)
+        bpf_map = obj.map("filter_pids")
+        known = set(self.filters.pids)
+        while new := system.descendants(known) - known:
+            for pid in new:
+                try:
+                    bpf_map.update(bpf_map.int_key(pid), bpf_map.int_value(1))
+                except BPFError as exc:
+                    if exc.errno != errno.E2BIG:
+                        raise
+                    self._untraced_descendants += 1  # the map is full
+            known |= new
+
+    def followed_pids(self) -> set[int]:
+        """The processes traced by pid now: with ``follow_children``, the live processes
+        of the tree (each leaves the kernel's filter as it exits); empty once all have."""
+        bpf_map = self._live_obj().map("filter_pids")
+        # bounded: a key deleted under the walk makes the kernel restart it
+        return {bpf_map.key_as_int(key) for key in itertools.islice(bpf_map.keys(),
+                                                                2 * bpf_map.max_entries)}
 
     def detach(self) -> None:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
@@ -488,12 +518,16 @@ class Tracer:
 
     # ---- accounting
 
-    def stats(self) -> Stats:
+    def _live_obj(self) -> BPFObject:
         if self._obj is None:
             raise RuntimeError("the tracer is not started")
-        counters = self._obj.map("counters")
+        return self._obj
+
+    def stats(self) -> Stats:
+        counters = self._live_obj().map("counters")
         values = {}
         for name, slot in _COUNTER_SLOTS.items():
             per_cpu = counters.lookup(counters.int_key(slot)) or []
             values[name] = sum(counters.as_int(value) for value in per_cpu)
+        values["children_untraced"] += self._untraced_descendants
         return Stats(**values)

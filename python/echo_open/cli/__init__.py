@@ -77,6 +77,12 @@ Examples:
 
   echo-open -x -- make             what make and its children failed to open
 
+  echo-open -o t.txt -- ./configure   the trace in a file, not among configure's output
+
+  echo-open -p 1234 --children     a process and its tree, now and later
+
+  echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
+
 Commands:
 
   echo-open doctor                 can this machine trace? (--json)
@@ -298,6 +304,15 @@ def trace(
         "-F", "--full-path", help="Show the resolved absolute path (-e -F: both).")] = False,
     json_lines: Annotated[bool, typer.Option(
         "--json", help="One JSON object per line (with --summary: one object).")] = False,
+    output_file: Annotated[str | None, typer.Option(
+        "-o", "--output", metavar="FILE",
+        help="Write the events to FILE (created or truncated), not to stdout.")] = None,
+    children: Annotated[bool, typer.Option(
+        "--children", help="With -p: the processes' children too, now and later.")] = False,
+    wait_tree: Annotated[bool, typer.Option(
+        "--wait-tree",
+        help="With a COMMAND (or -p --children): trace until every process of the tree "
+             "has exited, not only COMMAND.")] = False,
     path_prefix: PathPrefixOption = [],  # noqa: B006
     prefix_on: PrefixOnOption = PrefixOn.passed,
     ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
@@ -322,10 +337,11 @@ def trace(
                                  param_hint="'-N' / '--sort'")
     # the kernel resolves paths only when they are shown or matched on: the walk
     # costs each successful open ~0.5 us, and a long path twice its ring space
-    tracer, child = _make_tracer(
+    tracer, child, output_fd = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
-        command=command, resolve_paths=not summary and (full_path or json_lines))
+        command=command, resolve_paths=not summary and (full_path or json_lines),
+        children=children, wait_tree=wait_tree, output_file=output_file)
     if summary:
         view = _summary_view(json_lines, interval=None, rows=rows, sort=sort, at_exit=True)
     else:
@@ -333,15 +349,17 @@ def trace(
             timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
             own_mntns=_own_mntns())
         view = _events_view(renderer)
-    raise typer.Exit(_run(tracer, view, duration, child))
+    raise typer.Exit(_run(tracer, view, duration, child, output_fd, wait_tree))
 
 
 def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: bool,
                  name: str | None, flag: list[int], path_prefix: list[str], prefix_on: PrefixOn,
                  ring_size: int, verbose: bool, command: list[str] | None,
-                 resolve_paths: bool) -> tuple[Tracer, _HeldCommand | None]:
-    """The Tracer the shared options ask for (every command that traces builds it so), and
-    COMMAND forked and held, if one is given; a bad setting is a usage error."""
+                 resolve_paths: bool, children: bool = False, wait_tree: bool = False,
+                 output_file: str | None = None) -> tuple[Tracer, _HeldCommand | None, int]:
+    """The Tracer the shared options ask for (every command that traces builds it so),
+    COMMAND forked and held, if one is given, and the output's fd (-o); a bad setting is a
+    usage error."""
     if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
         print("echo-open: output error: standard output is closed", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT)
@@ -350,6 +368,11 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILURE)
     child = None
+    if children and not pid:
+        raise typer.BadParameter("follows the processes given with -p", param_hint="'--children'")
+    if wait_tree and not (command or children):
+        raise typer.BadParameter("needs a COMMAND or -p PID --children: a tree to wait for",
+                                 param_hint="'--wait-tree'")
     if command:
         if pid or tid:
             raise typer.BadParameter("a COMMAND is traced by itself: no -p/-t with it")
@@ -357,12 +380,16 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         if problem:
             print(f"echo-open: {problem[1]}: {command[0]}", file=sys.stderr)
             raise typer.Exit(problem[0])
+        output_fd = _open_output(output_file)  # before COMMAND exists: it must not run
         child = _HeldCommand(command)
         pid = [child.pid]
+    else:
+        output_fd = _open_output(output_file)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
-        filters = Filters(pids=pid, tids=tid, follow_children=child is not None, uid=uid,
+        filters = Filters(pids=pid, tids=tid, follow_children=child is not None or children,
+                          uid=uid,
                           failed_only=failed, comm=name, flags=flag, path_prefixes=path_prefix,
                           prefix_on_resolved=prefix_on is PrefixOn.resolved)
         tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths))
@@ -371,7 +398,18 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
             child.kill()
         raise typer.BadParameter(str(exc), param_hint=_OPTION_OF_SETTING.get(exc.setting)
                                  ) from None
-    return tracer, child
+    return tracer, child, output_fd
+
+
+def _open_output(path: str | None) -> int:
+    """-o FILE opened (created, or truncated) for the events; stdout without -o."""
+    if path is None:
+        return sys.stdout.fileno()
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        print(f"echo-open: output error: cannot open {path}: {exc.strerror}", file=sys.stderr)
+        raise typer.Exit(EXIT_OUTPUT) from None
 
 
 def _command_problem(name: str) -> tuple[int, str] | None:
@@ -459,8 +497,9 @@ class _HeldCommand:
         return self.status if self.status >= 0 else 128 - self.status
 
 
-def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals], _Output],
-         duration: float | None, child: _HeldCommand | None = None) -> int:
+def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
+         duration: float | None, child: _HeldCommand | None = None, output_fd: int = 1,
+         wait_tree: bool = False) -> int:
     """Start tracing, hand every batch to what view makes (once attached), stop; the exit
     status."""
     with _StopSignals() as stop:
@@ -486,10 +525,10 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals], _Output],
                 return EXIT_NOT_PERMITTED
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
-        output = view(tracer, stop)
+        output = view(tracer, stop, output_fd)
         status = EXIT_OK
         try:
-            _stream(tracer, output, duration, stop, child)
+            _stream(tracer, output, duration, stop, child, wait_tree)
         except _OutputStalled:
             pass  # the reader of stdout stopped reading: what it did not take is not shown
         except BrokenPipeError:
@@ -520,8 +559,8 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals], _Output],
 
 
 class _Output:
-    """Rendered batches to stdout as UTF-8, written straight to its fd (no buffer to
-    flush at exit), counted; a closed pipe is noticed without waiting for a write.
+    """Rendered batches to stdout (or -o's file) as UTF-8, written straight to its fd (no
+    buffer to flush at exit), counted; a closed pipe is noticed without waiting for a write.
 
     The loop (_stream) also asks it how long it may wait for a batch (wait_limit), lets it
     act between batches (tick: True to stop), and has it finish after the last batch."""
@@ -530,13 +569,13 @@ class _Output:
     warns_drops = True    # losses are reported on stderr once a second
 
     def __init__(self, renderer: TableRenderer | JsonRenderer | None, wall_offset_ns: int,
-                 stop: _StopSignals) -> None:
+                 stop: _StopSignals, fd: int) -> None:
         self.renderer = renderer
         self.wall_offset_ns = wall_offset_ns
         self.shown = 0
         self._stop = stop
         sys.stdout.flush()
-        self._fd = sys.stdout.fileno()
+        self._fd = fd
         # POLLERR/POLLHUP are reported without being asked for: the reader of a pipe went
         # away (`echo-open | head -1`), a terminal hung up
         self._watch = select.poll()
@@ -580,8 +619,8 @@ class _Output:
 
 
 def _events_view(renderer: TableRenderer | JsonRenderer
-                 ) -> Callable[[Tracer, _StopSignals], _Output]:
-    return lambda tracer, stop: _Output(renderer, tracer.wall_offset_ns, stop)
+                 ) -> Callable[[Tracer, _StopSignals, int], _Output]:
+    return lambda tracer, stop, fd: _Output(renderer, tracer.wall_offset_ns, stop, fd)
 
 
 class _SummaryOutput(_Output):
@@ -592,10 +631,10 @@ class _SummaryOutput(_Output):
 
     verb = "counted"
 
-    def __init__(self, tracer: Tracer, stop: _StopSignals, *, json_out: bool,
+    def __init__(self, tracer: Tracer, stop: _StopSignals, fd: int, *, json_out: bool,
                  interval: float | None, rows: int | None, sort: SortKey,
                  at_exit: bool) -> None:
-        super().__init__(None, tracer.wall_offset_ns, stop)
+        super().__init__(None, tracer.wall_offset_ns, stop, fd)
         self.summary = Summary()
         self._tracer = tracer
         self._json = json_out
@@ -690,16 +729,20 @@ class _SummaryOutput(_Output):
 
 
 def _summary_view(json_out: bool, *, interval: float | None, rows: int | None, sort: SortKey,
-                  at_exit: bool) -> Callable[[Tracer, _StopSignals], _Output]:
-    return lambda tracer, stop: _SummaryOutput(tracer, stop, json_out=json_out,
+                  at_exit: bool) -> Callable[[Tracer, _StopSignals, int], _Output]:
+    return lambda tracer, stop, fd: _SummaryOutput(tracer, stop, fd, json_out=json_out,
                                                interval=interval, rows=rows, sort=sort,
                                                at_exit=at_exit)
 
 
-def _stream(tracer: Tracer, output: _Output, duration: float | None,
-            stop: _StopSignals, child: _HeldCommand | None = None) -> None:
-    """Render events until stopped (or COMMAND exits); then detach and render what is
-    left in the ring."""
+# how often --wait-tree asks the kernel's pid filter whether any process of the tree is left
+_TREE_CHECK_INTERVAL = 0.1
+
+
+def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _StopSignals,
+            child: _HeldCommand | None = None, wait_tree: bool = False) -> None:
+    """Render events until stopped, or COMMAND exits (with wait_tree: until the whole
+    tree has); then detach and render what is left in the ring."""
     output.write_header()
     # on stderr, so scripts and harnesses know when opens are being seen
     print(f"echo-open: tracing ({len(tracer.attached_tracepoints)} tracepoints); "
@@ -714,7 +757,18 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None,
     checked = Stats()
     if child is not None:
         child.release()
-    while not stop.raised and not (child is not None and child.exited()):
+    tree_checked = 0.0
+    while not stop.raised:
+        if wait_tree:
+            if child is not None:
+                child.exited()  # reaped as soon as it ends: a zombie is no reader of files
+            now = time.monotonic()
+            if now - tree_checked >= _TREE_CHECK_INTERVAL:
+                if not tracer.followed_pids():
+                    break
+                tree_checked = now
+        elif child is not None and child.exited():
+            break
         if output.gone():
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
         timeout = tracer.poll_interval
@@ -770,12 +824,12 @@ def top(
 ) -> None:
     """Which files, processes and errors, at what rate: opens counted each interval, the
     busiest first (q or Ctrl-C stops). The filters are the tracer's."""
-    tracer, child = _make_tracer(
+    tracer, child, output_fd = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
         command=command, resolve_paths=False)
     view = _summary_view(json_out, interval=interval, rows=rows, sort=sort, at_exit=summary)
-    raise typer.Exit(_run(tracer, view, duration, child))
+    raise typer.Exit(_run(tracer, view, duration, child, output_fd))
 
 
 _BLOCKER_EXIT = {_doctor.Blocker.NOT_PERMITTED: EXIT_NOT_PERMITTED,

@@ -87,6 +87,10 @@ class Map:
         """A value of this map read as an unsigned integer."""
         return int.from_bytes(value[:self.value_size], sys.byteorder)
 
+    def key_as_int(self, key: bytes) -> int:
+        """A key of this map read as an unsigned integer."""
+        return int.from_bytes(key[:self.key_size], sys.byteorder)
+
     def _key(self, key: Bytes):
         if len(key) != self.key_size:
             raise ValueError(f"map {self.name}: key is {len(key)} bytes, not {self.key_size}")
