@@ -234,22 +234,30 @@ static char *put_syscall(char *p, const struct eor_options *opt, unsigned id)
 }
 
 /* "HH:MM:SS.uuuuuu" (local) or "YYYY-MM-DDTHH:MM:SS.uuuuuu" (UTC, JSON). */
-static char *put_clock(char *p, struct eor_options *opt, int64_t wall_ns)
+static char *put_clock(char *p, struct eor_options *opt, __int128 wall_ns)
 {
-	int64_t second = wall_ns / 1000000000;
-	int64_t micros = (wall_ns % 1000000000) / 1000;
+	/* floor division, as Python's divmod: the same second for every input */
+	int64_t second = (int64_t)(wall_ns / 1000000000);
+	int64_t rest = (int64_t)(wall_ns % 1000000000);
+	int64_t micros;
+
+	if (rest < 0) {
+		rest += 1000000000;
+		second--;
+	}
+	micros = rest / 1000;
 
 	if (second != opt->clock_second) {
 		time_t t = (time_t)second;
 		struct tm tm;
 		size_t n;
 
-		if (opt->json)
-			n = strftime(opt->clock_text, sizeof(opt->clock_text), "%Y-%m-%dT%H:%M:%S",
-				     gmtime_r(&t, &tm));
+		/* (a time libc cannot convert prints as nothing, never through a NULL) */
+		if (!(opt->json ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)))
+			n = 0;
 		else
-			n = strftime(opt->clock_text, sizeof(opt->clock_text), "%H:%M:%S",
-				     localtime_r(&t, &tm));
+			n = strftime(opt->clock_text, sizeof(opt->clock_text),
+				     opt->json ? "%Y-%m-%dT%H:%M:%S" : "%H:%M:%S", &tm);
 		opt->clock_len = (uint32_t)n;
 		opt->clock_second = second;
 	}
@@ -279,7 +287,7 @@ struct record {
 	size_t path_len;
 	const unsigned char *resolved;  /* NULL: nothing resolved */
 	size_t resolved_len;
-	int64_t wall_ns;
+	__int128 wall_ns;      /* ts_ns + the offset, without overflow (as in Python) */
 };
 
 /* OpenEvent.resolved_bytes, or 0 when only Python's normalisation can say. */
@@ -519,6 +527,9 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 			return EOR_FULL;
 		memset(&r, 0, sizeof(r));
 		memcpy(&r.ev, heads + i * head_size, sizeof(r.ev));
+		/* the tail is exactly the path and the resolved path (as decode_batch checks) */
+		if ((uint64_t)r.ev.path_len + r.ev.resolved_len != tail_size)
+			return EOR_BAD;
 		nul = memchr(r.ev.comm, 0, EO_COMM_LEN);
 		/* point into the batch, not the copy on this stack */
 		r.comm = (const unsigned char *)heads + i * head_size +
@@ -527,7 +538,7 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 		path_len = r.ev.path_len < tail_size ? r.ev.path_len : tail_size;
 		r.path = tail;
 		r.path_len = path_len;
-		r.wall_ns = (int64_t)r.ev.ts_ns + opt->wall_offset_ns;
+		r.wall_ns = (__int128)r.ev.ts_ns + opt->wall_offset_ns;
 
 		shows_resolved = opt->json || opt->resolved;
 		if (has_high_byte(r.comm, r.comm_len) || has_high_byte(r.path, r.path_len))

@@ -27,7 +27,8 @@ enum eor_stop {
 	EOR_DONE = 0,       /* every record rendered */
 	EOR_SLOW = 1,       /* cursor.record needs the Python renderer */
 	EOR_FULL = 2,       /* the output buffer has no room for cursor.record */
-	EOR_BAD = 3,        /* cursor.record lies outside the buffers given, or is too long */
+	EOR_BAD = 3,        /* cursor.record lies outside the buffers given, is too long,
+	                       or its path lengths do not add up to its tail */
 };
 
 /*

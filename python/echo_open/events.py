@@ -208,6 +208,7 @@ class OpenEvent(_EventFields):
 
 
 _I_PATH_LEN = EVENT_FIELDS.index("path_len")
+_I_RESOLVED_LEN = EVENT_FIELDS.index("resolved_len")
 _I_TS = EVENT_FIELDS.index("ts_ns")
 
 
@@ -240,11 +241,17 @@ def _decode(batch: RecordBatch, wall_offset_ns: int) -> list[OpenEvent]:
     new = tuple.__new__
     tails = batch.tails
     offset = 0
-    i_path, i_ts = _I_PATH_LEN, _I_TS
+    i_path, i_resolved, i_ts = _I_PATH_LEN, _I_RESOLVED_LEN, _I_TS
     # the tail is the path, then the resolved path
     heads = EVENT_STRUCT.iter_unpack(batch.heads)
     for fields, tail_size in zip(heads, batch.tail_sizes, strict=True):
-        path_end = offset + fields[i_path]
+        path_len = fields[i_path]
+        if path_len + fields[i_resolved] != tail_size:
+            # a path read past its record would show the next record's bytes as its own
+            raise ValueError(f"record {len(events)} of the batch: its path and resolved "
+                             f"lengths ({path_len} + {fields[i_resolved]}) are not its "
+                             f"{tail_size}-byte tail")
+        path_end = offset + path_len
         # concatenation: faster than (*fields, ...) on this hot path
         append(new(OpenEvent, fields + (tails[offset:path_end],  # noqa: RUF005
                                         tails[path_end:offset + tail_size],

@@ -204,7 +204,8 @@ class _BatchRenderer:
                 break
             if stop == _c.EOR_BAD:
                 raise ValueError(f"record {cursor.record} of the batch lies outside its "
-                                 f"buffers or is longer than {MAX_TAIL} bytes after its head")
+                                 f"buffers, is longer than {MAX_TAIL} bytes after its head, "
+                                 f"or its path lengths disagree with its size")
             if stop == _c.EOR_SLOW:
                 # one record for the reference renderer; the rest go on in C
                 if events is None:
