@@ -327,6 +327,8 @@ static char *put_marks(char *p, const struct eor_options *opt, const struct eo_e
 	}
 	if ((ev->status & EO_ST_RESOLVED_DELETED) && !(ev->status & EO_ST_RESOLVED_ANON))
 		p = PUT_LITERAL(p, "(deleted)");
+	if (ev->status & EO_ST_RESOLVED_UNSURE)
+		p = PUT_LITERAL(p, "(unsure)");
 	if (ev->status & EO_ST_RESOLVED_TRUNCATED)
 		p = PUT_LITERAL(p, "...");
 	return p;
@@ -467,6 +469,7 @@ static char *put_json_value(char *p, struct eor_options *opt, const struct recor
 	case EOR_JSON_RESOLVED_CANONICAL: return put_bool(p, ev->resolved_how == EO_RESOLVED_FILE);
 	case EOR_JSON_RESOLVED_DELETED: return put_bool(p, ev->status & EO_ST_RESOLVED_DELETED);
 	case EOR_JSON_RESOLVED_ANONYMOUS: return put_bool(p, ev->status & EO_ST_RESOLVED_ANON);
+	case EOR_JSON_RESOLVED_UNSURE: return put_bool(p, ev->status & EO_ST_RESOLVED_UNSURE);
 	case EOR_JSON_RESOLVED_MNTNS: return put_u64(p, ev->resolved_mntns);
 	case EOR_JSON_PATH: return put_json_string(p, r->path, r->path_len);
 	case EOR_JSON_RESOLVED:

@@ -28,6 +28,7 @@ _ST_RESOLVED_TRUNCATED = _c.EO_ST_RESOLVED_TRUNCATED
 _ST_RESOLVED_DELETED = _c.EO_ST_RESOLVED_DELETED
 _ST_RESOLVED_ANON = _c.EO_ST_RESOLVED_ANON
 _ST_FIXED_FILE = _c.EO_ST_FIXED_FILE
+_ST_RESOLVED_UNSURE = _c.EO_ST_RESOLVED_UNSURE
 _RESOLVED_FILE = _c.EO_RESOLVED_FILE
 _RESOLVED_JOINED = _c.EO_RESOLVED_JOINED
 
@@ -190,6 +191,14 @@ class OpenEvent(_EventFields):
     def resolved_anonymous(self) -> bool:
         """On an internal mount (pipe, socket, memfd, anon inode): no path in any namespace."""
         return bool(self.status & _ST_RESOLVED_ANON)
+
+    @property
+    def resolved_unsure(self) -> bool:
+        """Resolved through an fd number (the new fd, or a failed open's dirfd) of a table
+        the opener shares with other tasks (its threads): one of them could have closed
+        that number and opened another file into it before the kernel side read it, so
+        ``resolved`` may name that file. Never set for a process with a table of its own."""
+        return bool(self.status & _ST_RESOLVED_UNSURE)
 
     # ---- time
 
