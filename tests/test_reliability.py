@@ -387,3 +387,93 @@ def test_unsure_is_a_json_key_and_a_table_mark(fd_race, tmp_path):
     assert len(resolved) == 2000
     assert any(text == f"(unsure){a}" for text in resolved)
     assert all(text in (str(a), f"(unsure){a}", f"(unsure){b}") for text in resolved)
+
+
+# ---- overload: a storm far above what the consumer drains
+
+SUMMARY = re.compile(r"echo-open: (\d+) events shown, \d+ filtered in the kernel, (\d+) lost "
+                     r"\(ring full (\d+), args full (\d+), internal (\d+), path fault (\d+)\)"
+                     r"(?:, (\d+) not shown)?")
+
+
+@pytest.fixture(scope="module")
+def storm(tmp_path_factory) -> Path:
+    binary = tmp_path_factory.mktemp("storm") / "storm"
+    subprocess.run(["gcc", "-O2", "-Wall", "-pthread", "-o", str(binary),
+                    str(HERE.parent / "bench" / "storm.c")], check=True, timeout=120)
+    return binary
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def _slow_reader(fd: int, got: list[bytes]) -> None:
+    """A reader far slower than the storm: 16 KiB every 50 ms, until end of file."""
+    while chunk := os.read(fd, 16384):
+        got.append(chunk)
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("sink", ["file", "slow-pipe"])
+def test_an_overload_is_counted_by_reason_bounded_and_stops_at_once(storm, tmp_path, sink):
+    import threading
+
+    base = tmp_path / "storm"
+    base.mkdir()
+    args = [ECHO_OPEN, "--json", "-F", "--ring-size", "64K", "--path-prefix", f"{base}/"]
+    got: list[bytes] = []
+    if sink == "file":
+        out = (tmp_path / "out.jsonl").open("wb")
+        tracer = subprocess.Popen(args, stdout=out, stderr=subprocess.PIPE, text=True)
+        reader = None
+    else:
+        read_end, write_end = os.pipe()
+        tracer = subprocess.Popen(args, stdout=write_end, stderr=subprocess.PIPE, text=True)
+        os.close(write_end)
+        reader = threading.Thread(target=_slow_reader, args=(read_end, got))
+        reader.start()
+    try:
+        assert tracer.stderr.readline().startswith(READY)
+        load = subprocess.Popen([str(storm), "--mode", "long", "--threads", "2", "--seconds",
+                                 "4", "--dir", str(base)], stdout=subprocess.PIPE, text=True)
+        peak_rss = 0
+        while load.poll() is None:
+            peak_rss = max(peak_rss, _rss_kib(tracer.pid))
+            time.sleep(0.1)
+        made = json.loads(load.stdout.read().strip().splitlines()[-1])["opens"]
+        # stopped while the ring is still full and (for the pipe) stdout is stalled
+        asked = time.monotonic()
+        tracer.send_signal(signal.SIGINT)
+        _, err = tracer.communicate(timeout=30)
+        stop_seconds = time.monotonic() - asked
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+        if reader is not None:
+            reader.join(timeout=60)
+            os.close(read_end)
+        else:
+            out.close()
+    print(f"\n{sink}: {made} opens, stopped {stop_seconds:.2f} s after SIGINT, "
+          f"peak RSS {peak_rss / 1024:.0f} MiB; {err.strip().splitlines()[-1]}")
+    assert tracer.returncode == 0, err
+    assert stop_seconds < 3.0
+    lines = err.strip().splitlines()
+    # while it ran: losses by reason, at most once a second
+    warnings = [line for line in lines if "warning:" in line and "events lost" in line]
+    assert warnings and all("ring full" in line for line in warnings), lines
+    assert len(warnings) <= 4 + 2  # the storm's seconds, and the stop
+    summary = SUMMARY.fullmatch(lines[-1])
+    assert summary, lines[-1]
+    shown, lost, ring_full, args_full, internal, _, unshown = (int(v or 0)
+                                                              for v in summary.groups())
+    assert ring_full > 0 and lost == ring_full + args_full + internal
+    # every open made is shown, not shown (cut at stop), or counted lost: exactly
+    assert shown + unshown + lost == made
+    output = (tmp_path / "out.jsonl").read_bytes() if sink == "file" else b"".join(got)
+    assert output.count(b"\n") == shown
+    assert peak_rss < 200 * 1024, f"peak RSS {peak_rss} KiB"
