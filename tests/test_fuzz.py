@@ -27,8 +27,8 @@ from echo_open.render import JsonRenderer, TableRenderer
 
 WALL_OFFSET = 1_700_000_000_123_456_789
 OWN_MNTNS = 4026531841
-# bounded: the three tests below take ~10-20 s together on this machine
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
+# bounded: ~5 s for the three on this machine, ~2 min in the 6.1 guest under emulation
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 WATCHDOG_SECONDS = 120
 
