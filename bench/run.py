@@ -263,6 +263,15 @@ def load_previous(args: argparse.Namespace) -> tuple[list[dict[str, object]],
     return records, env
 
 
+def soak_section(results: Path) -> str:
+    """bench/soak.py's section of RESULTS.md, if it has one."""
+    from soak import SECTION_END, SECTION_START
+    text = results.read_text() if results.exists() else ""
+    if SECTION_START not in text or SECTION_END not in text:
+        return ""
+    return SECTION_START + text.split(SECTION_START, 1)[1].split(SECTION_END, 1)[0] + SECTION_END
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     records, env = load_previous(args) if args.report_only else measure_everything(args)
@@ -271,6 +280,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     tracers = [t for t in args.tracers if any(r["tracer"] == t for r in records)]
     text = report.render(env, medians(records), env.get("drain"),  # type: ignore[arg-type]
                          modes, tracers)
+    # the soak's section (bench/soak.py --record) is its own: carried over, not lost
+    if previous := soak_section(args.results):
+        text = text.rstrip("\n") + "\n\n" + previous + "\n"
     args.results.write_text(text)
     print(f"wrote {args.results}")
     return 0

@@ -310,6 +310,19 @@ static __always_inline struct file *fd_file(long fd)
 	return file;
 }
 
+/*
+ * The fd race: the open installs its fd before sys_exit, and a task sharing the fd table
+ * (a thread, or CLONE_FILES) can close that number and open another file into it before
+ * the exit program reads the slot. With a table of its own (count 1) nothing else can
+ * touch it in between (the exit tracepoint runs in the opener before it returns).
+ */
+static __always_inline bool fd_table_shared(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+
+	return task->files->count.counter > 1;
+}
+
 /* A file's (vfsmount, dentry): struct path, read with one copy. */
 static __always_inline bool file_path(struct file *file, struct dentry **dentry,
 				      struct vfsmount **vfsmnt)
@@ -468,6 +481,8 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 		file = opened_file(e, req);
 		if (!file)
 			return 0;           /* closed already, or a slot we cannot read */
+		if (!(req && (e->status & EO_ST_FIXED_FILE)) && fd_table_shared())
+			status |= EO_ST_RESOLVED_UNSURE;
 		if (!file_path(file, &dentry, &vfsmnt))
 			return 0;
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
@@ -502,6 +517,9 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 				      path_len & (EO_PATH_MAX - 1), r->data);
 		if (!lookup_base(task, e, absolute, &dentry, &vfsmnt))
 			return 0;
+		if ((!absolute || (e->resolve & RESOLVE_IN_ROOT)) && e->dfd != AT_FDCWD &&
+		    fd_table_shared())
+			status |= EO_ST_RESOLVED_UNSURE;  /* the dirfd's number, the same race */
 		start_off = off;
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
 		if (via_root && off == start_off && !status)

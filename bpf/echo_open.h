@@ -48,6 +48,9 @@ enum eo_resolved_how {
 #define EO_ST_RESOLVED_DELETED 8    /* the file was unlinked */
 #define EO_ST_RESOLVED_ANON 16      /* on an internal mount: pipe, socket, memfd, anon inode */
 #define EO_ST_FIXED_FILE 32         /* io_uring open into a fixed (direct) descriptor slot */
+#define EO_ST_RESOLVED_UNSURE 64    /* resolved through an fd number of a table other tasks
+                                       share: one could have closed it and reused the number
+                                       before the exit program read it */
 
 /* Slots of the per-CPU "counters" map. */
 enum eo_counter {

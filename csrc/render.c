@@ -234,22 +234,30 @@ static char *put_syscall(char *p, const struct eor_options *opt, unsigned id)
 }
 
 /* "HH:MM:SS.uuuuuu" (local) or "YYYY-MM-DDTHH:MM:SS.uuuuuu" (UTC, JSON). */
-static char *put_clock(char *p, struct eor_options *opt, int64_t wall_ns)
+static char *put_clock(char *p, struct eor_options *opt, __int128 wall_ns)
 {
-	int64_t second = wall_ns / 1000000000;
-	int64_t micros = (wall_ns % 1000000000) / 1000;
+	/* floor division, as Python's divmod: the same second for every input */
+	int64_t second = (int64_t)(wall_ns / 1000000000);
+	int64_t rest = (int64_t)(wall_ns % 1000000000);
+	int64_t micros;
+
+	if (rest < 0) {
+		rest += 1000000000;
+		second--;
+	}
+	micros = rest / 1000;
 
 	if (second != opt->clock_second) {
 		time_t t = (time_t)second;
 		struct tm tm;
 		size_t n;
 
-		if (opt->json)
-			n = strftime(opt->clock_text, sizeof(opt->clock_text), "%Y-%m-%dT%H:%M:%S",
-				     gmtime_r(&t, &tm));
+		/* (a time libc cannot convert prints as nothing, never through a NULL) */
+		if (!(opt->json ? gmtime_r(&t, &tm) : localtime_r(&t, &tm)))
+			n = 0;
 		else
-			n = strftime(opt->clock_text, sizeof(opt->clock_text), "%H:%M:%S",
-				     localtime_r(&t, &tm));
+			n = strftime(opt->clock_text, sizeof(opt->clock_text),
+				     opt->json ? "%Y-%m-%dT%H:%M:%S" : "%H:%M:%S", &tm);
 		opt->clock_len = (uint32_t)n;
 		opt->clock_second = second;
 	}
@@ -279,7 +287,7 @@ struct record {
 	size_t path_len;
 	const unsigned char *resolved;  /* NULL: nothing resolved */
 	size_t resolved_len;
-	int64_t wall_ns;
+	__int128 wall_ns;      /* ts_ns + the offset, without overflow (as in Python) */
 };
 
 /* OpenEvent.resolved_bytes, or 0 when only Python's normalisation can say. */
@@ -319,6 +327,8 @@ static char *put_marks(char *p, const struct eor_options *opt, const struct eo_e
 	}
 	if ((ev->status & EO_ST_RESOLVED_DELETED) && !(ev->status & EO_ST_RESOLVED_ANON))
 		p = PUT_LITERAL(p, "(deleted)");
+	if (ev->status & EO_ST_RESOLVED_UNSURE)
+		p = PUT_LITERAL(p, "(unsure)");
 	if (ev->status & EO_ST_RESOLVED_TRUNCATED)
 		p = PUT_LITERAL(p, "...");
 	return p;
@@ -459,6 +469,7 @@ static char *put_json_value(char *p, struct eor_options *opt, const struct recor
 	case EOR_JSON_RESOLVED_CANONICAL: return put_bool(p, ev->resolved_how == EO_RESOLVED_FILE);
 	case EOR_JSON_RESOLVED_DELETED: return put_bool(p, ev->status & EO_ST_RESOLVED_DELETED);
 	case EOR_JSON_RESOLVED_ANONYMOUS: return put_bool(p, ev->status & EO_ST_RESOLVED_ANON);
+	case EOR_JSON_RESOLVED_UNSURE: return put_bool(p, ev->status & EO_ST_RESOLVED_UNSURE);
 	case EOR_JSON_RESOLVED_MNTNS: return put_u64(p, ev->resolved_mntns);
 	case EOR_JSON_PATH: return put_json_string(p, r->path, r->path_len);
 	case EOR_JSON_RESOLVED:
@@ -519,6 +530,9 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 			return EOR_FULL;
 		memset(&r, 0, sizeof(r));
 		memcpy(&r.ev, heads + i * head_size, sizeof(r.ev));
+		/* the tail is exactly the path and the resolved path (as decode_batch checks) */
+		if ((uint64_t)r.ev.path_len + r.ev.resolved_len != tail_size)
+			return EOR_BAD;
 		nul = memchr(r.ev.comm, 0, EO_COMM_LEN);
 		/* point into the batch, not the copy on this stack */
 		r.comm = (const unsigned char *)heads + i * head_size +
@@ -527,7 +541,7 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 		path_len = r.ev.path_len < tail_size ? r.ev.path_len : tail_size;
 		r.path = tail;
 		r.path_len = path_len;
-		r.wall_ns = (int64_t)r.ev.ts_ns + opt->wall_offset_ns;
+		r.wall_ns = (__int128)r.ev.ts_ns + opt->wall_offset_ns;
 
 		shows_resolved = opt->json || opt->resolved;
 		if (has_high_byte(r.comm, r.comm_len) || has_high_byte(r.path, r.path_len))

@@ -27,7 +27,8 @@ enum eor_stop {
 	EOR_DONE = 0,       /* every record rendered */
 	EOR_SLOW = 1,       /* cursor.record needs the Python renderer */
 	EOR_FULL = 2,       /* the output buffer has no room for cursor.record */
-	EOR_BAD = 3,        /* cursor.record lies outside the buffers given, or is too long */
+	EOR_BAD = 3,        /* cursor.record lies outside the buffers given, is too long,
+	                       or its path lengths do not add up to its tail */
 };
 
 /*
@@ -44,7 +45,7 @@ enum eor_json_field {
 	EOR_JSON_ERROR, EOR_JSON_TRUNCATED, EOR_JSON_RESOLVED_TRUNCATED,
 	EOR_JSON_RESOLVED_CANONICAL, EOR_JSON_RESOLVED_DELETED, EOR_JSON_RESOLVED_ANONYMOUS,
 	EOR_JSON_RESOLVED_MNTNS, EOR_JSON_PATH, EOR_JSON_PATH_B64, EOR_JSON_RESOLVED,
-	EOR_JSON_RESOLVED_B64,
+	EOR_JSON_RESOLVED_B64, EOR_JSON_RESOLVED_UNSURE,
 };
 
 struct eor_flag_name {

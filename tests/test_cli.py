@@ -239,7 +239,7 @@ JSON_TYPES = {
     "ret": int, "fd": (int, type(None)), "errno": (int, type(None)),
     "error": (str, type(None)), "truncated": bool, "resolved_truncated": bool,
     "resolved_canonical": bool, "resolved_deleted": bool, "resolved_anonymous": bool,
-    "resolved_mntns": int, "path": str, "path_b64": (str, type(None)),
+    "resolved_unsure": bool, "resolved_mntns": int, "path": str, "path_b64": (str, type(None)),
     "resolved": (str, type(None)), "resolved_b64": (str, type(None)),
 }
 

@@ -104,6 +104,7 @@ def test_output_bigger_than_the_buffer_comes_in_several_chunks():
     head, _ = record(rng)
     fields = list(EVENT_STRUCT.unpack(head))
     fields[EVENT_FIELDS.index("path_len")] = 4095
+    fields[EVENT_FIELDS.index("resolved_len")] = 0  # the tail is the path alone
     fields[EVENT_FIELDS.index("resolved_how")] = c.EO_RESOLVED_NONE
     fields[EVENT_FIELDS.index("comm")] = b"storm"
     path = b"/" + b"\x01" * 4094

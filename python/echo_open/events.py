@@ -28,6 +28,7 @@ _ST_RESOLVED_TRUNCATED = _c.EO_ST_RESOLVED_TRUNCATED
 _ST_RESOLVED_DELETED = _c.EO_ST_RESOLVED_DELETED
 _ST_RESOLVED_ANON = _c.EO_ST_RESOLVED_ANON
 _ST_FIXED_FILE = _c.EO_ST_FIXED_FILE
+_ST_RESOLVED_UNSURE = _c.EO_ST_RESOLVED_UNSURE
 _RESOLVED_FILE = _c.EO_RESOLVED_FILE
 _RESOLVED_JOINED = _c.EO_RESOLVED_JOINED
 
@@ -191,6 +192,14 @@ class OpenEvent(_EventFields):
         """On an internal mount (pipe, socket, memfd, anon inode): no path in any namespace."""
         return bool(self.status & _ST_RESOLVED_ANON)
 
+    @property
+    def resolved_unsure(self) -> bool:
+        """Resolved through an fd number (the new fd, or a failed open's dirfd) of a table
+        the opener shares with other tasks (its threads): one of them could have closed
+        that number and opened another file into it before the kernel side read it, so
+        ``resolved`` may name that file. Never set for a process with a table of its own."""
+        return bool(self.status & _ST_RESOLVED_UNSURE)
+
     # ---- time
 
     @property
@@ -208,6 +217,7 @@ class OpenEvent(_EventFields):
 
 
 _I_PATH_LEN = EVENT_FIELDS.index("path_len")
+_I_RESOLVED_LEN = EVENT_FIELDS.index("resolved_len")
 _I_TS = EVENT_FIELDS.index("ts_ns")
 
 
@@ -240,11 +250,17 @@ def _decode(batch: RecordBatch, wall_offset_ns: int) -> list[OpenEvent]:
     new = tuple.__new__
     tails = batch.tails
     offset = 0
-    i_path, i_ts = _I_PATH_LEN, _I_TS
+    i_path, i_resolved, i_ts = _I_PATH_LEN, _I_RESOLVED_LEN, _I_TS
     # the tail is the path, then the resolved path
     heads = EVENT_STRUCT.iter_unpack(batch.heads)
     for fields, tail_size in zip(heads, batch.tail_sizes, strict=True):
-        path_end = offset + fields[i_path]
+        path_len = fields[i_path]
+        if path_len + fields[i_resolved] != tail_size:
+            # a path read past its record would show the next record's bytes as its own
+            raise ValueError(f"record {len(events)} of the batch: its path and resolved "
+                             f"lengths ({path_len} + {fields[i_resolved]}) are not its "
+                             f"{tail_size}-byte tail")
+        path_end = offset + path_len
         # concatenation: faster than (*fields, ...) on this hot path
         append(new(OpenEvent, fields + (tails[offset:path_end],  # noqa: RUF005
                                         tails[path_end:offset + tail_size],

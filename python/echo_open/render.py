@@ -19,8 +19,8 @@ separator; a path cut at its end is followed by ``\\...``, which no file name pr
 Resolved paths always start with ``/``; anything the tool adds goes before
 that slash, where no file name can reach: ``(deleted)/tmp/x``,
 ``(anon)/memfd:x``, ``(mnt:4026532201)/etc/hostname`` (a file in another mount
-namespace), ``...`` (a resolved path cut at its start), ``?`` (nothing
-resolved).
+namespace), ``(unsure)/x`` (resolved through an fd number another thread could have
+reused), ``...`` (a resolved path cut at its start), ``?`` (nothing resolved).
 """
 
 from __future__ import annotations
@@ -83,6 +83,8 @@ def resolved_marks(event: OpenEvent, own_mntns: int) -> str:
         marks.append(f"(mnt:{event.resolved_mntns})")
     if event.resolved_deleted and not event.resolved_anonymous:
         marks.append("(deleted)")
+    if event.resolved_unsure:
+        marks.append("(unsure)")
     if event.resolved_truncated:
         marks.append("...")
     return "".join(marks)
@@ -204,7 +206,8 @@ class _BatchRenderer:
                 break
             if stop == _c.EOR_BAD:
                 raise ValueError(f"record {cursor.record} of the batch lies outside its "
-                                 f"buffers or is longer than {MAX_TAIL} bytes after its head")
+                                 f"buffers, is longer than {MAX_TAIL} bytes after its head, "
+                                 f"or its path lengths disagree with its size")
             if stop == _c.EOR_SLOW:
                 # one record for the reference renderer; the rest go on in C
                 if events is None:
@@ -384,6 +387,7 @@ JSON_FIELDS: tuple[JsonField, ...] = (
     JsonField("resolved_canonical", lambda e: _bool(e.resolved_canonical), repeats=True),
     JsonField("resolved_deleted", lambda e: _bool(e.resolved_deleted), repeats=True),
     JsonField("resolved_anonymous", lambda e: _bool(e.resolved_anonymous), repeats=True),
+    JsonField("resolved_unsure", lambda e: _bool(e.resolved_unsure), repeats=True),
     JsonField("resolved_mntns", lambda e: f"{e.resolved_mntns}", repeats=True),
     JsonField("path", lambda e: _path_text(e)[0]),
     JsonField("path_b64", lambda e: _path_text(e)[1]),

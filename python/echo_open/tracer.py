@@ -42,8 +42,14 @@ PathLike = str | bytes | os.PathLike
 _PID_MAX_LIMIT = 1 << 22
 
 
+OBJECT_PATH_VARIABLE = "ECHO_OPEN_BPF_OBJECT"
+
+
 def default_object_path() -> Path:
-    """The prebuilt BPF object shipped inside the package."""
+    """The prebuilt BPF object shipped inside the package, or another build of it named by
+    $ECHO_OPEN_BPF_OBJECT (to try a rebuilt object with the CLI; the tests use it)."""
+    if override := os.environ.get(OBJECT_PATH_VARIABLE):
+        return Path(override)
     return Path(str(importlib.resources.files("echo_open") / "bpf" / "echo_open.bpf.o"))
 
 
