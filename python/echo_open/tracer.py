@@ -36,9 +36,6 @@ _URING_COMPLETE = "io_uring_complete"
 # only when paths are resolved, all of them or none
 _FD_REUSE_PREFIX = "fd_reuse_"
 _FOLLOWED_PROCESSES = 1 << 16
-# the oldest kernel on which links were seen to close safely all at once
-_PARALLEL_DETACH_SINCE = (6, 18)
-_PARALLEL_DETACH = system.kernel_version() >= _PARALLEL_DETACH_SINCE
 
 PathLike = str | bytes | os.PathLike
 
@@ -429,16 +426,15 @@ class Tracer:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
         links, self._links = self._links, []
         # each close waits out the kernel's tracepoint-unregister grace period (~70 ms
-        # here, 0.85 s for all twelve one by one); closed together, they overlap. Only on
-        # kernels where that was seen to be safe: on 6.1 (under qemu), closing links
-        # together locked both CPUs up now and then (soft lockup, RCU stall), so older
-        # kernels close them one by one
-        if _PARALLEL_DETACH:
-            closers = [threading.Thread(target=link.close) for link in links]
-            for closer in closers:
-                closer.start()
-            for closer in closers:
-                closer.join()
+        # here, over a second for all twenty one by one); closed together, they overlap.
+        # (The 6.1 lockups once blamed on this were qemu's multi-threaded emulation: a
+        # storm livelocking both vCPUs while the kernel patched the syscall static branch;
+        # tests/kernels/run emulates one vCPU at a time since.)
+        closers = [threading.Thread(target=link.close) for link in links]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
         for link in links:
             link.close()  # (again: a no-op for a closed link)
 
