@@ -43,7 +43,7 @@ try:
         ExportLogsServiceRequest,
         ExportLogsServiceResponse,
     )
-    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+    from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope
     from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
     from opentelemetry.sdk.resources import OTELResourceDetector, Resource
     from opentelemetry.util.re import parse_env_headers
@@ -109,30 +109,52 @@ def default_resource_attributes() -> dict[str, str | int]:
     return attributes
 
 
-def _any_value(value: object) -> AnyValue:
+def _set_value(any_value: AnyValue, value: object) -> None:
+    """A JSON value into an AnyValue (null: left unset, OTLP's null)."""
     if value is None:
-        return AnyValue()  # OTLP: an AnyValue with no value set is null
+        return
     if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    if isinstance(value, float):
-        return AnyValue(double_value=value)
-    return AnyValue(string_value=str(value))
+        any_value.bool_value = value
+    elif isinstance(value, int):
+        any_value.int_value = value
+    elif isinstance(value, float):
+        any_value.double_value = value
+    else:
+        any_value.string_value = str(value)
 
 
-def _attributes(pairs: Mapping[str, object]) -> list[KeyValue]:
-    return [KeyValue(key=key, value=_any_value(value)) for key, value in pairs.items()]
+def _add_attributes(attributes, pairs: Mapping[str, object]) -> None:
+    # add() and setters: ~3x faster than KeyValue(key=..., value=AnyValue(...)) under upb
+    for key, value in pairs.items():
+        pair = attributes.add()
+        pair.key = key
+        _set_value(pair.value, value)
+
+
+def _json_value(text: str) -> object:
+    """A JSON value as JSON_FIELDS writes it; the common shapes without the parser."""
+    first = text[0]
+    if first == '"':
+        if "\\" not in text:
+            return text[1:-1]
+    elif first == "n":
+        return None
+    elif first == "t" or first == "f":
+        return first == "t"
+    elif text.lstrip("-").isdigit():
+        return int(text)
+    return json.loads(text)
 
 
 class _RecordEncoder:
-    """OpenEvents to serialised LogRecords. The attributes are the JSON line's keys in its
-    order, their values what JSON_FIELDS writes (parsed back from that JSON text, so the two
-    outputs cannot disagree); a run of keys that repeat is serialised once per key."""
+    """OpenEvents into LogRecords. The attributes are the JSON line's keys in its order,
+    their values what JSON_FIELDS writes (parsed back from that JSON text, so the two
+    outputs cannot disagree); the run of keys that repeat from one open to the next of a
+    process is serialised once per distinct run and merged in."""
 
     def __init__(self) -> None:
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S", utc=True)  # the JSON renderer's
-        # segments as in render._json_segments: (repeats, fields)
+        # runs of keys as in render._json_segments: (repeats, fields)
         self._segments: list[tuple[bool, list]] = []
         for field in JSON_FIELDS:
             if self._segments and self._segments[-1][0] == field.repeats:
@@ -141,41 +163,41 @@ class _RecordEncoder:
                 self._segments.append((field.repeats, [field]))
         self._memo: dict[tuple, bytes] = {}
 
-    def _json_text(self, field, event: OpenEvent) -> str:
-        if field.value is None:  # the time: the JSON renderer's clock
-            return f'"{self._clock(event.wall_ns)}Z"'
-        return field.value(event)
-
     def _pairs(self, fields: list, event: OpenEvent) -> dict[str, object]:
-        return {field.key: json.loads(self._json_text(field, event)) for field in fields}
+        pairs = {}
+        for field in fields:
+            if field.value is None:  # the time: the JSON renderer's clock
+                pairs[field.key] = f"{self._clock(event.wall_ns)}Z"
+            else:
+                pairs[field.key] = _json_value(field.value(event))
+        return pairs
 
-    def encode(self, event: OpenEvent, observed_ns: int) -> bytes:
-        parts: list[bytes] = []
-        body: str | None = None
-        for index, (repeats, fields) in enumerate(self._segments):
+    def _repeated(self, fields: list, event: OpenEvent) -> bytes:
+        key = _REPEAT_KEY(event)
+        part = self._memo.get(key)
+        if part is None:
+            if len(self._memo) >= _MEMO_LIMIT:
+                self._memo.clear()
+            record = LogRecord()
+            _add_attributes(record.attributes, self._pairs(fields, event))
+            part = self._memo[key] = record.SerializeToString()
+        return part
+
+    def fill(self, record: LogRecord, event: OpenEvent, observed_ns: int) -> None:
+        failed = event.ret < 0
+        record.time_unix_nano = event.wall_ns
+        record.observed_time_unix_nano = observed_ns
+        record.severity_number = SEVERITY_WARN if failed else SEVERITY_INFO
+        record.severity_text = "WARN" if failed else "INFO"
+        for repeats, fields in self._segments:
             if repeats:
-                key = _REPEAT_KEY(event)
-                part = self._memo.get(key)
-                if part is None:
-                    if len(self._memo) >= _MEMO_LIMIT:
-                        self._memo.clear()
-                    part = self._memo[key] = LogRecord(
-                        attributes=_attributes(self._pairs(fields, event))).SerializeToString()
-                parts.append(part)
+                # merging appends to the repeated attributes: the JSON order is kept
+                record.MergeFromString(self._repeated(fields, event))
                 continue
             pairs = self._pairs(fields, event)
-            body = pairs.get("path", body)
-            record = LogRecord(attributes=_attributes(pairs))
-            if index == 0:
-                failed = event.ret < 0
-                record.time_unix_nano = event.wall_ns
-                record.observed_time_unix_nano = observed_ns
-                record.severity_number = SEVERITY_WARN if failed else SEVERITY_INFO
-                record.severity_text = "WARN" if failed else "INFO"
-            parts.append(record.SerializeToString())
-        if body is not None:
-            parts.append(LogRecord(body=AnyValue(string_value=body)).SerializeToString())
-        return b"".join(parts)
+            if "path" in pairs:
+                record.body.string_value = pairs["path"]
+            _add_attributes(record.attributes, pairs)
 
 
 class OtlpExporter:
@@ -199,7 +221,7 @@ class OtlpExporter:
             resource = resource.merge(Resource(dict(resource_attributes)))
         self.resource_attributes = dict(resource.attributes)
         self._resource_logs = ResourceLogs(schema_url=resource.schema_url or "")
-        self._resource_logs.resource.attributes.extend(_attributes(self.resource_attributes))
+        _add_attributes(self._resource_logs.resource.attributes, self.resource_attributes)
         self._scope = InstrumentationScope(name="echo-open", version=__version__)
         self._queue_records = queue_records
         self._request_records = request_records
@@ -317,11 +339,11 @@ class OtlpExporter:
         scope_logs = resource_logs.scope_logs.add()  # filled in place: no copy of records
         scope_logs.scope.CopyFrom(self._scope)
         add = scope_logs.log_records.add
-        encode = self._encoder.encode
+        fill = self._encoder.fill
         observed = time.time_ns()
         for batch, wall_offset_ns in taken:
             for event in decode_batch(batch, wall_offset_ns):
-                add().MergeFromString(encode(event, observed))
+                fill(add(), event, observed)
         return request.SerializeToString()
 
     def _post(self, body: bytes, records: int) -> int:
