@@ -110,8 +110,9 @@ def default_resource_attributes() -> dict[str, str | int]:
 
 
 def _set_value(any_value: AnyValue, value: object) -> None:
-    """A JSON value into an AnyValue (null: left unset, OTLP's null)."""
+    """A JSON value into an AnyValue (null: an AnyValue with no value, OTLP's null)."""
     if value is None:
+        any_value.SetInParent()
         return
     if isinstance(value, bool):
         any_value.bool_value = value
