@@ -60,11 +60,28 @@ SEVERITY_WARN = 13
 
 DEFAULT_QUEUE_RECORDS = 65536      # what may wait for the collector; past it, drops
 DEFAULT_REQUEST_RECORDS = 4096     # records per POST at most
-DEFAULT_REQUEST_TIMEOUT = 5.0      # seconds a POST may take (connect + answer)
+DEFAULT_REQUEST_TIMEOUT = 10.0     # seconds a POST may take (as the SDK's exporter)
 DEFAULT_FLUSH_TIMEOUT = 2.0        # seconds close() waits for the queue to empty
 
 # the memo of what repeats (see the module's docstring) is forgotten past this many keys
 _MEMO_LIMIT = 4096
+
+
+def describe_failure(exc: BaseException) -> str:
+    """A failed POST in a few words: its type and the innermost reason (requests wraps
+    urllib3, which wraps the socket's error: "ConnectionError: Connection refused")."""
+    reason, inner, depth = None, exc, 0
+    while inner is not None and depth < 8:
+        if isinstance(inner, OSError) and inner.strerror:
+            reason = inner.strerror
+        elif isinstance(inner, TimeoutError):
+            reason = "timed out"
+        following = inner.__cause__ or inner.__context__ or getattr(inner, "reason", None)
+        if following is None and inner.args and isinstance(inner.args[0], BaseException):
+            following = inner.args[0]
+        inner, depth = following, depth + 1
+    text = reason or str(exc)
+    return f"{type(exc).__name__}: {text[:160]}"
 
 
 class MissingExtra(ImportError):
@@ -246,8 +263,8 @@ class OtlpExporter:
         self._closing = False
         self._abandoned = False  # close() gave up waiting: what is left is counted dropped
         self.last_error: str | None = None
+        # started by the first submit: no thread yet when the CLI forks a COMMAND
         self._worker = threading.Thread(target=self._work, name="echo-open-otlp", daemon=True)
-        self._worker.start()
 
     # ---- the tracer's side: never waits
 
@@ -264,6 +281,8 @@ class OtlpExporter:
                 return
             self._queue.append((batch, wall_offset_ns))
             self._queued += count
+            if self._worker.ident is None:
+                self._worker.start()
             self._lock.notify()
 
     def stats(self) -> dict[str, int]:
@@ -277,7 +296,8 @@ class OtlpExporter:
         with self._lock:
             self._closing = True
             self._lock.notify()
-        self._worker.join(timeout)
+        if self._worker.ident is not None:  # never started: nothing was queued
+            self._worker.join(timeout)
         with self._lock:
             if self._worker.is_alive():  # a stalled collector: stop waiting for it
                 self._abandoned = True
@@ -310,30 +330,38 @@ class OtlpExporter:
                 taken.append(batch)
                 records += len(batch[0])
             self._queued -= records
-            self._in_flight = records
+            self._in_flight += records
             return taken
 
-    def _settle(self, exported: int, dropped: int) -> None:
+    def _settle(self, records: int, exported: int) -> None:
         with self._lock:
             if not self._abandoned:  # else close() has counted them
                 self._exported += exported
-                self._dropped += dropped
-                self._in_flight = 0
+                self._dropped += records - exported
+                self._in_flight -= records
 
     def _work(self) -> None:
         while (taken := self._take()) is not None:
-            records = sum(len(batch) for batch, _ in taken)
-            exported = 0
             try:
-                body = self._request(taken)
-                exported = self._post(body, records)
-            except Exception as exc:  # a collector's failure only drops
-                self.last_error = f"{type(exc).__name__}: {exc}"
-            self._settle(exported, records - exported)
-            if self._abandoned:
-                return
+                events = [event for batch, wall_offset_ns in taken
+                          for event in decode_batch(batch, wall_offset_ns)]
+            except ValueError as exc:  # a batch the decoder refuses: none of it is sent
+                self.last_error = f"undecodable batch: {exc}"
+                self._settle(sum(len(batch) for batch, _ in taken), 0)
+                continue
+            # one tracer batch can hold more than a request should: cut it up
+            for start in range(0, len(events), self._request_records):
+                chunk = events[start:start + self._request_records]
+                exported = 0
+                try:
+                    exported = self._post(self._request(chunk), len(chunk))
+                except Exception as exc:  # a collector's failure only drops
+                    self.last_error = describe_failure(exc)
+                self._settle(len(chunk), exported)
+                if self._abandoned:
+                    return
 
-    def _request(self, taken: list[tuple[RecordBatch, int]]) -> bytes:
+    def _request(self, events: list[OpenEvent]) -> bytes:
         request = ExportLogsServiceRequest()
         resource_logs = request.resource_logs.add()
         resource_logs.CopyFrom(self._resource_logs)
@@ -342,9 +370,8 @@ class OtlpExporter:
         add = scope_logs.log_records.add
         fill = self._encoder.fill
         observed = time.time_ns()
-        for batch, wall_offset_ns in taken:
-            for event in decode_batch(batch, wall_offset_ns):
-                fill(add(), event, observed)
+        for event in events:
+            fill(add(), event, observed)
         return request.SerializeToString()
 
     def _post(self, body: bytes, records: int) -> int:

@@ -384,6 +384,8 @@ class _ExportingOutput:
         self._output = output
         self._exporter = exporter
         self._wall_offset_ns = wall_offset_ns
+        self._checked_at = time.monotonic()
+        self._dropped = 0
 
     def __getattr__(self, name: str) -> object:
         return getattr(self._output, name)
@@ -391,6 +393,17 @@ class _ExportingOutput:
     def show(self, batch: RecordBatch) -> None:
         self._exporter.submit(batch, self._wall_offset_ns)
         self._output.show(batch)
+
+    def tick(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:  # drops said at most once a second, as losses
+            dropped = self._exporter.stats()["dropped"]
+            if dropped > self._dropped:
+                why = self._exporter.last_error or "the queue was full"
+                print(f"echo-open: warning: otlp: {dropped - self._dropped} events dropped in "
+                      f"the last interval ({why})", file=sys.stderr, flush=True)
+            self._checked_at, self._dropped = now, dropped
+        return self._output.tick()
 
     def close(self) -> None:
         try:
