@@ -84,6 +84,15 @@ def describe_failure(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[:160]}"
 
 
+def _env_headers(text: str) -> dict[str, str]:
+    """OTEL_EXPORTER_OTLP_HEADERS's "key=value,..." as the SDK reads it (liberal, where the
+    SDK has that: 1.22 and later)."""
+    try:
+        return parse_env_headers(text, liberal=True)
+    except TypeError:
+        return parse_env_headers(text)
+
+
 class MissingExtra(ImportError):
     """The OpenTelemetry packages are not installed (the ``otlp`` extra)."""
 
@@ -248,7 +257,7 @@ class OtlpExporter:
                          "User-Agent": f"echo-open/{__version__}"}
         # as the SDK's exporter: OTEL_EXPORTER_OTLP_[LOGS_]HEADERS (e.g. an API key)
         for variable in ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_LOGS_HEADERS"):
-            self._headers.update(parse_env_headers(os.environ.get(variable, ""), liberal=True))
+            self._headers.update(_env_headers(os.environ.get(variable, "")))
         self._headers.update(headers or {})
         self._session = requests.Session()
         self._encoder = _RecordEncoder()
