@@ -44,6 +44,7 @@ class Receiver:
         self.resources: list[dict] = []
         self.requests = 0
         self.content_types: set[str] = set()
+        self.headers: list[dict[str, str]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -52,7 +53,7 @@ class Receiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if stall:
                     time.sleep(stall)
-                receiver._take(self.path, self.headers["Content-Type"], body)
+                receiver._take(self.path, dict(self.headers), body)
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", "0")
@@ -70,11 +71,12 @@ class Receiver:
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self._thread.start()
 
-    def _take(self, path: str, content_type: str, body: bytes) -> None:
+    def _take(self, path: str, headers: dict[str, str], body: bytes) -> None:
         request = ExportLogsServiceRequest.FromString(body)
         with self._lock:
             self.requests += 1
-            self.content_types.add(f"{path} {content_type}")
+            self.headers.append(headers)
+            self.content_types.add(f"{path} {headers['Content-Type']}")
             for resource_logs in request.resource_logs:
                 resource = {a.key: _value(a.value) for a in resource_logs.resource.attributes}
                 self.resources.append(resource)
@@ -245,6 +247,34 @@ def test_library_exporter_counts_and_keeps_odd_bytes(tmp_path, start_tracer, rec
     assert "\n" in odd_record["body"]  # a log record's body is data, not a line
     assert odd_record["resource"]["deployment.environment"] == "test"
     _check_resource(odd_record["resource"], os.getpid())
+
+
+def test_the_sdk_environment_adds_headers_and_resource_attributes(tmp_path, start_tracer,
+                                                                 receiver, monkeypatch):
+    """OTEL_EXPORTER_OTLP_HEADERS (an API key, say) and OTEL_RESOURCE_ATTRIBUTES /
+    OTEL_SERVICE_NAME, read as the SDK reads them."""
+    collector = receiver()
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-api-key=secret-1,x-tenant=t2")
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=ci,team=storage")
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "opens-of-ci")
+    child = Child(f"open:{tmp_path}/none")
+    tracer = start_tracer(Filters(pids=[child.pid]))
+    exporter = OtlpExporter(collector.url)
+    child.go()
+    got = 0
+    deadline = time.monotonic() + 10
+    while got < 1 and time.monotonic() < deadline:
+        batch = tracer.read_records(0.2)
+        got += len(batch)
+        exporter.submit(batch, tracer.wall_offset_ns)
+    assert exporter.close()["exported"] == got >= 1
+    (record,) = [r for r in collector.records_of(child.pid) if r["body"] == f"{tmp_path}/none"]
+    assert record["resource"]["deployment.environment"] == "ci"
+    assert record["resource"]["team"] == "storage"
+    assert record["resource"]["service.name"] == "opens-of-ci"
+    assert record["resource"]["host.name"] == socket.gethostname()
+    headers = {k.lower(): v for k, v in collector.headers[0].items()}
+    assert headers["x-api-key"] == "secret-1" and headers["x-tenant"] == "t2"
 
 
 def test_full_queue_drops_without_waiting(tmp_path, start_tracer, receiver):
