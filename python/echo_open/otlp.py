@@ -176,19 +176,26 @@ def _json_value(text: str) -> object:
 class _RecordEncoder:
     """OpenEvents into LogRecords. The attributes are the JSON line's keys in its order,
     their values what JSON_FIELDS writes (parsed back from that JSON text, so the two
-    outputs cannot disagree); the run of keys that repeat from one open to the next of a
-    process is serialised once per distinct run and merged in."""
+    outputs cannot disagree). Runs of keys are serialised once and merged in: the run that
+    repeats from one open to the next of a process (keyed as the JSON renderer keys it),
+    and the paths' run (keyed by its JSON text: the same file is opened again and again);
+    only the run with the clock in it (ts_ns, time, latency_ns) is built for every event."""
 
     def __init__(self) -> None:
         self._clock = _Clock("%Y-%m-%dT%H:%M:%S", utc=True)  # the JSON renderer's
         # runs of keys as in render._json_segments: (repeats, fields)
-        self._segments: list[tuple[bool, list]] = []
+        runs: list[tuple[bool, list]] = []
         for field in JSON_FIELDS:
-            if self._segments and self._segments[-1][0] == field.repeats:
-                self._segments[-1][1].append(field)
+            if runs and runs[-1][0] == field.repeats:
+                runs[-1][1].append(field)
             else:
-                self._segments.append((field.repeats, [field]))
+                runs.append((field.repeats, [field]))
+        # (how, fields): how is "repeats", "texts" (memoised by its JSON texts) or "clock"
+        self._runs = [("repeats" if repeats else
+                       "clock" if any(f.value is None for f in fields) else "texts", fields)
+                      for repeats, fields in runs]
         self._memo: dict[tuple, bytes] = {}
+        self._texts_memo: dict[tuple, bytes] = {}
 
     def _pairs(self, fields: list, event: OpenEvent) -> dict[str, object]:
         pairs = {}
@@ -199,15 +206,32 @@ class _RecordEncoder:
                 pairs[field.key] = _json_value(field.value(event))
         return pairs
 
+    @staticmethod
+    def _serialised(pairs: dict[str, object]) -> bytes:
+        record = LogRecord()
+        _add_attributes(record.attributes, pairs)
+        if "path" in pairs:  # the body is the path
+            record.body.string_value = pairs["path"]
+        return record.SerializeToString()
+
     def _repeated(self, fields: list, event: OpenEvent) -> bytes:
         key = _REPEAT_KEY(event)
         part = self._memo.get(key)
         if part is None:
             if len(self._memo) >= _MEMO_LIMIT:
                 self._memo.clear()
-            record = LogRecord()
-            _add_attributes(record.attributes, self._pairs(fields, event))
-            part = self._memo[key] = record.SerializeToString()
+            part = self._memo[key] = self._serialised(self._pairs(fields, event))
+        return part
+
+    def _by_texts(self, fields: list, event: OpenEvent) -> bytes:
+        texts = tuple([field.value(event) for field in fields])
+        part = self._texts_memo.get(texts)
+        if part is None:
+            if len(self._texts_memo) >= _MEMO_LIMIT:
+                self._texts_memo.clear()
+            pairs = {field.key: _json_value(text)
+                     for field, text in zip(fields, texts, strict=True)}
+            part = self._texts_memo[texts] = self._serialised(pairs)
         return part
 
     def fill(self, record: LogRecord, event: OpenEvent, observed_ns: int) -> None:
@@ -216,15 +240,17 @@ class _RecordEncoder:
         record.observed_time_unix_nano = observed_ns
         record.severity_number = SEVERITY_WARN if failed else SEVERITY_INFO
         record.severity_text = "WARN" if failed else "INFO"
-        for repeats, fields in self._segments:
-            if repeats:
-                # merging appends to the repeated attributes: the JSON order is kept
+        for how, fields in self._runs:
+            # merging appends to the repeated attributes: the JSON order is kept
+            if how == "repeats":
                 record.MergeFromString(self._repeated(fields, event))
-                continue
-            pairs = self._pairs(fields, event)
-            if "path" in pairs:
-                record.body.string_value = pairs["path"]
-            _add_attributes(record.attributes, pairs)
+            elif how == "texts":
+                record.MergeFromString(self._by_texts(fields, event))
+            else:
+                pairs = self._pairs(fields, event)
+                if "path" in pairs:
+                    record.body.string_value = pairs["path"]
+                _add_attributes(record.attributes, pairs)
 
 
 class OtlpExporter:
