@@ -64,7 +64,8 @@ build_wheel() {
 setup() {
     build_wheel
     log "installing $(basename "$WHEEL") into .venv"
-    .venv/bin/python -m pip install -q "$WHEEL[test]"
+    # test: pytest, ruff, the wheel's tools; otlp: what --otlp (and test_otlp.py) needs
+    .venv/bin/python -m pip install -q "$WHEEL[test,otlp]"
     # same version as before: pip would keep the old files without this
     .venv/bin/python -m pip install -q --force-reinstall --no-deps "$WHEEL"
 }

@@ -13,6 +13,8 @@ export EO_CURRENT_TEST_FILE=$out/current  # conftest.py: the test under way
 mapfile -d '' args < $out/args
 echo "eo-guest: kernel $(uname -r), up $(cat $out/booted) s; pytest ${args[*]}"
 cd "$worktree/tests" || exit 3
+# loopback, for the tests that run a server on 127.0.0.1 (test_otlp.py's receiver)
+ip link set lo up 2>/dev/null || busybox ip link set lo up
 # the host-side runner test must not start a guest inside the guest; the wheel's tests
 # build virtualenvs from PyPI, which the guest cannot reach (the .venv it runs is the
 # wheel's install already)

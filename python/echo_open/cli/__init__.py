@@ -48,6 +48,7 @@ EXIT_USAGE = 2
 EXIT_BPF = 70
 EXIT_NO_TRACEFS = 72
 EXIT_OUTPUT = 74
+EXIT_NO_OTLP = 69  # EX_UNAVAILABLE: --otlp without the otlp extra installed
 EXIT_NOT_PERMITTED = 77
 EXIT_NO_BTF = 78
 EXIT_COMMAND_NOT_EXECUTABLE = 126
@@ -322,6 +323,10 @@ def trace(
         "and error, to stdout (as strace -c).")] = False,
     rows: RowsOption = None,
     sort: SortOption = SortKey.opens,
+    otlp_url: Annotated[str | None, typer.Option(
+        "--otlp", metavar="URL",
+        help="Also send every event as an OpenTelemetry log record to this OTLP/HTTP "
+             "endpoint (e.g. http://127.0.0.1:4318/v1/logs).")] = None,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_print_version,
         help="Show the versions of echo-open, libbpf, the kernel and the BPF object.")
@@ -335,12 +340,14 @@ def trace(
     if not summary and (rows is not None or sort is not SortKey.opens):
         raise typer.BadParameter("-N and --sort order the summary: add --summary",
                                  param_hint="'-N' / '--sort'")
-    # the kernel resolves paths only when they are shown or matched on: the walk
-    # costs each successful open ~0.5 us, and a long path twice its ring space
+    exporter = _otlp_exporter(otlp_url) if otlp_url is not None else None
+    # the kernel resolves paths only when they are shown, exported (as in JSON) or matched
+    # on: the walk costs each successful open ~0.5 us, and a long path twice its ring space
     tracer, child, output_fd = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
-        command=command, resolve_paths=not summary and (full_path or json_lines),
+        command=command,
+        resolve_paths=exporter is not None or (not summary and (full_path or json_lines)),
         children=children, wait_tree=wait_tree, output_file=output_file)
     if summary:
         view = _summary_view(json_lines, interval=None, rows=rows, sort=sort, at_exit=True)
@@ -349,7 +356,73 @@ def trace(
             timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
             own_mntns=_own_mntns())
         view = _events_view(renderer)
+    if exporter is not None:
+        view = _exporting(view, exporter)
     raise typer.Exit(_run(tracer, view, duration, child, output_fd, wait_tree))
+
+
+def _otlp_exporter(url: str):
+    """--otlp's exporter (echo_open.otlp, and OpenTelemetry, imported only then); a bad URL
+    is a usage error, a missing extra exit 69."""
+    from .. import otlp
+
+    if problem := otlp.check_url(url):
+        raise typer.BadParameter(problem, param_hint="'--otlp'")
+    try:
+        return otlp.OtlpExporter(url)
+    except otlp.MissingExtra:
+        print(f"echo-open: --otlp needs the OpenTelemetry packages: {otlp.INSTALL_HINT}",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_NO_OTLP) from None
+
+
+class _ExportingOutput:
+    """An output that also hands every batch to the OTLP exporter, an extra sink fed from
+    the same batches (it queues or drops, never waits); flushed (at most 2 s) on close."""
+
+    def __init__(self, output: _Output, exporter, wall_offset_ns: int) -> None:
+        self._output = output
+        self._exporter = exporter
+        self._wall_offset_ns = wall_offset_ns
+        self._checked_at = time.monotonic()
+        self._dropped = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._output, name)
+
+    def show(self, batch: RecordBatch) -> None:
+        self._exporter.submit(batch, self._wall_offset_ns)
+        self._output.show(batch)
+
+    def tick(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:  # drops said at most once a second, as losses
+            dropped = self._exporter.stats()["dropped"]
+            if dropped > self._dropped:
+                why = self._exporter.last_error or "the queue was full"
+                print(f"echo-open: warning: otlp: {dropped - self._dropped} events dropped in "
+                      f"the last interval ({why})", file=sys.stderr, flush=True)
+            self._checked_at, self._dropped = now, dropped
+        return self._output.tick()
+
+    def close(self) -> None:
+        try:
+            self._output.close()
+        finally:
+            self._exporter.close()
+
+    def report(self) -> None:
+        stats = self._exporter.stats()
+        why = (f"; last error: {self._exporter.last_error}"
+               if stats["dropped"] and self._exporter.last_error else "")
+        print(f"echo-open: otlp: {stats['exported']} events exported, {stats['dropped']} "
+              f"dropped ({self._exporter.url}){why}", file=sys.stderr)
+
+
+def _exporting(view: Callable[[Tracer, _StopSignals, int], _Output], exporter
+               ) -> Callable[[Tracer, _StopSignals, int], _Output]:
+    return lambda tracer, stop, fd: _ExportingOutput(view(tracer, stop, fd), exporter,
+                                                     tracer.wall_offset_ns)
 
 
 def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: bool,
@@ -547,6 +620,7 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
             if child is not None and child.held:  # output failed before the go
                 child.kill()
         _print_summary(stats, output.shown, output.verb)
+        output.report()  # an extra sink's own line (--otlp)
         if child is not None and status == EXIT_OK:
             # stopped early: SIGTERM is passed on; a Ctrl-C at the terminal reached the
             # command too, but a SIGINT sent to the tracer alone must not leave us waiting
@@ -616,6 +690,9 @@ class _Output:
 
     def close(self) -> None:
         pass
+
+    def report(self) -> None:
+        """A line on stderr after the summary line, for what has one to say."""
 
 
 def _events_view(renderer: TableRenderer | JsonRenderer
