@@ -588,7 +588,9 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 
 			if (!find_resolved(&r, raw, raw_len))
 				return EOR_SLOW;
-			if (r.resolved && r.resolved != r.path &&
+			/* (the path itself was checked above; an empty path's pointer is also
+			 * where the resolved part starts: the lengths tell them apart) */
+			if (r.resolved && (r.resolved != r.path || r.resolved_len != r.path_len) &&
 			    has_high_byte(r.resolved, r.resolved_len))
 				return EOR_SLOW;
 		}
