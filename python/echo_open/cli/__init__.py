@@ -83,6 +83,10 @@ Examples:
 
   echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
 
+  echo-open -C --container 3f2a9c1b7e04  one container's opens, a CONTAINER column
+
+  echo-open --netns blue           opens in the network namespace `ip netns` calls blue
+
 Commands:
 
   echo-open doctor                 can this machine trace? (--json)
