@@ -83,9 +83,9 @@ Examples:
 
   echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
 
-  echo-open -C --container 3f2a9c1b7e04  one container's opens, a CONTAINER column
+  echo-open -C --container 3f2a9c1b   one container, ids in a column
 
-  echo-open --netns blue           opens in the network namespace `ip netns` calls blue
+  echo-open --netns blue           in the network namespace named blue
 
 Commands:
 
