@@ -144,10 +144,15 @@ static __always_inline bool entry_filters(void)
  * nsproxy->pid_ns_for_children) and its number there: pid->numbers[pid->level]. The
  * array's stride and offset come from BTF, so the index stays a plain address.
  */
+#define MAX_PID_NS_LEVEL 32  /* the kernel's: levels 0..32 */
+
 static __always_inline struct upid *pid_upid(struct pid *pid)
 {
 	__u32 level = BPF_CORE_READ(pid, level);
 
+	/* bounded, or 6.1's verifier refuses the variable offset on a BTF pointer */
+	if (level > MAX_PID_NS_LEVEL)
+		return NULL;
 	return (void *)pid + bpf_core_field_offset(struct pid, numbers) +
 	       (__u64)level * bpf_core_type_size(struct upid);
 }
