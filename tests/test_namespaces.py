@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -331,3 +332,28 @@ def test_filters_combine_container_and_namespace(start_tracer, tmp_path, fake_do
     events = collect(tracer, lambda e: e.path.startswith(str(tmp_path)),
                      lambda evs: any(e.pid == in_both.pid for e in evs))
     assert [(e.pid, e.path) for e in events] == [(in_both.pid, in_both.path)]
+
+
+def test_pidns_filter_and_fields_in_the_cli_json(tmp_path):
+    inside = NsChild(tmp_path / "in-pidns", UNSHARE_PID)
+    outside = NsChild(tmp_path / "outside")
+    pidns = ns_inode(inside.pid, "pid")
+    cli = Cli("--json", "--pidns", str(pidns), "--path-prefix", str(tmp_path))
+    outside.go()
+    inside.go()
+    lines = cli.lines_until(lambda ls: any(inside.path in line for line in ls))
+    assert cli.stop()[0] == 0
+    records = [json.loads(line) for line in lines]
+    assert [(r["pid"], r["nspid"], r["pidns"], r["path"]) for r in records] == [
+        (inside.pid, 1, pidns, inside.path)]
+
+
+def test_names_need_pyroute2_inodes_do_not():
+    # startup stays fast: pyroute2 (~0.2 s to import) only for --netns NAME
+    script = ("import sys, echo_open.cli, echo_open.render\n"
+              "from echo_open.namespaces import netns_inode\n"
+              "assert netns_inode('4026531840') == 4026531840\n"
+              "assert 'pyroute2' not in sys.modules\n"
+              "assert netns_inode('eo-surely-not-a-namespace') is None\n"
+              "assert 'pyroute2' in sys.modules\n")
+    subprocess.run([sys.executable, "-c", script], check=True)
