@@ -149,12 +149,15 @@ static __always_inline bool entry_filters(void)
 static __always_inline struct upid *pid_upid(struct pid *pid)
 {
 	__u32 level = BPF_CORE_READ(pid, level);
+	__u64 off;
 
-	/* bounded, or 6.1's verifier refuses the variable offset on a BTF pointer */
 	if (level > MAX_PID_NS_LEVEL)
 		return NULL;
-	return (void *)pid + bpf_core_field_offset(struct pid, numbers) +
-	       (__u64)level * bpf_core_type_size(struct upid);
+	/* 6.1's verifier forgets the bounds of a product (the size is a CO-RE relocation,
+	 * not an immediate) and refuses an unbounded offset on a BTF pointer: the mask
+	 * (far above 33 levels of a 16-byte upid) bounds it again */
+	off = ((__u64)level * bpf_core_type_size(struct upid)) & 0x3fff;
+	return (void *)pid + bpf_core_field_offset(struct pid, numbers) + off;
 }
 
 static __always_inline __u32 task_pidns(struct task_struct *task)
