@@ -251,6 +251,9 @@ def test_cgroup_given_as_its_hierarchy_path(make_cgroup, cgroup2):
     top = f"eo-test-{secrets.token_hex(3)}"
     made = make_cgroup(top)
     assert Filters(cgroups=[f"/{top}"]).cgroups == (str(made),)
+    # "/" is a directory of every machine, but not a cgroup2 one: the hierarchy's root
+    [root] = Filters(cgroups=["/"]).cgroups
+    assert os.stat(root).st_ino == 1  # the root cgroup's id
     with pytest.raises(InvalidSetting, match="not a cgroup v2 directory"):
         Filters(cgroups=[f"/{top}-missing"])
 

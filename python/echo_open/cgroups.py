@@ -87,12 +87,11 @@ def cgroup2_directory(path: str) -> tuple[str, str] | None:
     a cgroup path ("/a/b") found under one; None otherwise."""
     if os.path.isdir(path):
         where = mount_of(path)
-        if where is None or where[1] != "cgroup2":
-            return None
-        mount = next((m for m in mounts() if m.directory == where[0]), None)
-        if mount is None:
-            return None
-        return os.path.realpath(path), hierarchy_path(path, mount)
+        if where is not None and where[1] == "cgroup2":
+            mount = next((m for m in mounts() if m.directory == where[0]), None)
+            if mount is not None:
+                return os.path.realpath(path), hierarchy_path(path, mount)
+    # not a cgroup2 directory (or none of this name): a cgroup path, as events show it
     if path.startswith("/"):
         for mount in mounts():
             rel = path.rstrip("/")
