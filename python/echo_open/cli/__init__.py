@@ -84,6 +84,10 @@ Examples:
 
   echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
 
+  echo-open -C --container 3f2a9c1b   one container, ids in a column
+
+  echo-open --netns blue           in the network namespace named blue
+
 Commands:
 
   echo-open doctor                 can this machine trace? (--json)
@@ -221,7 +225,9 @@ def _positive(value: float | None) -> float | None:
 # the Tracer validates every setting; its errors name the option they came from
 _OPTION_OF_SETTING = {"pids": "'-p' / '--pid'", "tids": "'-t' / '--tid'", "uid": "'-u' / '--uid'",
                       "comm": "'-n' / '--name'", "flags": "'-f' / '--flag'",
-                      "path_prefixes": "'--path-prefix'", "ring_size": "'--ring-size'"}
+                      "path_prefixes": "'--path-prefix'", "ring_size": "'--ring-size'",
+                      "mntns": "'--mntns'", "pidns": "'--pidns'", "netns": "'--netns'",
+                      "cgroups": "'--cgroup'", "containers": "'--container'"}
 
 
 def _print_summary(stats: Stats, shown: int, verb: str = "shown") -> None:
@@ -270,6 +276,20 @@ PathPrefixOption = Annotated[list[str], typer.Option(
     "--path-prefix", metavar="PREFIX", help="Only paths starting with this (repeatable).")]
 PrefixOnOption = Annotated[PrefixOn, typer.Option(
     "--prefix-on", help="Match --path-prefix on the path as passed or on the resolved path.")]
+MntnsOption = Annotated[int | None, typer.Option(
+    "--mntns", min=1, metavar="INODE",
+    help="Only openers in this mount namespace (inode, as /proc/PID/ns/mnt shows it).")]
+PidnsOption = Annotated[int | None, typer.Option(
+    "--pidns", min=1, metavar="INODE", help="Only openers in this pid namespace (inode).")]
+NetnsOption = Annotated[str | None, typer.Option(
+    "--netns", metavar="NAME|INODE",
+    help="Only openers in this network namespace: its inode, or its name (ip netns, docker).")]
+CgroupOption = Annotated[list[str], typer.Option(
+    "--cgroup", metavar="PATH",
+    help="Only openers in this cgroup v2 directory or below (repeatable).")]
+ContainerOption = Annotated[list[str], typer.Option(
+    "--container", metavar="ID",
+    help="Only openers in this container: an id prefix or nspawn machine name (repeatable).")]
 DurationOption = Annotated[float | None, typer.Option(
     "-d", "--duration", callback=_positive, metavar="SECONDS",
     help="Stop after this many seconds.")]
@@ -316,6 +336,14 @@ def trace(
              "has exited, not only COMMAND.")] = False,
     path_prefix: PathPrefixOption = [],  # noqa: B006
     prefix_on: PrefixOnOption = PrefixOn.passed,
+    mntns: MntnsOption = None,
+    pidns: PidnsOption = None,
+    netns: NetnsOption = None,
+    cgroup: CgroupOption = [],  # noqa: B006
+    container: ContainerOption = [],  # noqa: B006
+    print_container: Annotated[bool, typer.Option(
+        "-C", "--print-container",
+        help="Show the CONTAINER column (short id; '-' outside containers).")] = False,
     ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
     verbose: VerboseOption = False,
     summary: Annotated[bool, typer.Option(
@@ -334,8 +362,8 @@ def trace(
     command: CommandArgument = None,
 ) -> None:
     """Show every file open on this machine as it happens (eBPF)."""
-    if summary and (extended or timestamp or print_uid or full_path):
-        raise typer.BadParameter("--summary counts opens: -e, -T, -U and -F show events",
+    if summary and (extended or timestamp or print_uid or full_path or print_container):
+        raise typer.BadParameter("--summary counts opens: -e, -T, -U, -F and -C show events",
                                  param_hint="'--summary'")
     if not summary and (rows is not None or sort is not SortKey.opens):
         raise typer.BadParameter("-N and --sort order the summary: add --summary",
@@ -348,13 +376,14 @@ def trace(
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
         command=command,
         resolve_paths=exporter is not None or (not summary and (full_path or json_lines)),
-        children=children, wait_tree=wait_tree, output_file=output_file)
+        children=children, wait_tree=wait_tree, output_file=output_file,
+        mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container)
     if summary:
         view = _summary_view(json_lines, interval=None, rows=rows, sort=sort, at_exit=True)
     else:
         renderer = JsonRenderer() if json_lines else TableRenderer(
             timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
-            own_mntns=_own_mntns())
+            own_mntns=_own_mntns(), print_container=print_container)
         view = _events_view(renderer)
     if exporter is not None:
         view = _exporting(view, exporter)
@@ -429,7 +458,10 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
                  name: str | None, flag: list[int], path_prefix: list[str], prefix_on: PrefixOn,
                  ring_size: int, verbose: bool, command: list[str] | None,
                  resolve_paths: bool, children: bool = False, wait_tree: bool = False,
-                 output_file: str | None = None) -> tuple[Tracer, _HeldCommand | None, int]:
+                 output_file: str | None = None, mntns: int | None = None,
+                 pidns: int | None = None, netns: str | None = None,
+                 cgroup: list[str] | None = None, container: list[str] | None = None,
+                 ) -> tuple[Tracer, _HeldCommand | None, int]:
     """The Tracer the shared options ask for (every command that traces builds it so),
     COMMAND forked and held, if one is given, and the output's fd (-o); a bad setting is a
     usage error."""
@@ -440,6 +472,7 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         print(f"echo-open: libbpf does not load: {_BINDING_ERROR} (install libbpf1 >= 1.1)",
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILURE)
+    netns_inode = _netns_inode(netns)
     child = None
     if children and not pid:
         raise typer.BadParameter("follows the processes given with -p", param_hint="'--children'")
@@ -464,7 +497,9 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         filters = Filters(pids=pid, tids=tid, follow_children=child is not None or children,
                           uid=uid,
                           failed_only=failed, comm=name, flags=flag, path_prefixes=path_prefix,
-                          prefix_on_resolved=prefix_on is PrefixOn.resolved)
+                          prefix_on_resolved=prefix_on is PrefixOn.resolved,
+                          mntns=mntns, pidns=pidns, netns=netns_inode, cgroups=cgroup or (),
+                          containers=container or ())
         tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths))
     except InvalidSetting as exc:
         if child is not None:
@@ -472,6 +507,19 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         raise typer.BadParameter(str(exc), param_hint=_OPTION_OF_SETTING.get(exc.setting)
                                  ) from None
     return tracer, child, output_fd
+
+
+def _netns_inode(netns: str | None) -> int | None:
+    """--netns NAME|INODE -> the namespace's inode (pyroute2 is imported only for a name)."""
+    if netns is None:
+        return None
+    from ..namespaces import netns_inode
+
+    inode = netns_inode(netns)
+    if inode is None:
+        raise typer.BadParameter(f"no network namespace is named {netns!r} (ip netns list)",
+                                 param_hint="'--netns'")
+    return inode
 
 
 def _open_output(path: str | None) -> int:
@@ -586,6 +634,9 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
         except EnvironmentProblem as exc:
             print(f"echo-open: {exc}", file=sys.stderr)
             return _ENV_EXIT.get(type(exc), EXIT_FAILURE)
+        except InvalidSetting as exc:  # a cgroup of the filter removed before the start
+            print(f"echo-open: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except LoadError as exc:
             print(f"echo-open: the kernel refused the BPF programs ({exc.operation}: "
                   f"{os.strerror(exc.errno)}); run with -v for the verifier log",
@@ -884,6 +935,11 @@ def top(
     flag: FlagOption = [],  # noqa: B006
     path_prefix: PathPrefixOption = [],  # noqa: B006
     prefix_on: PrefixOnOption = PrefixOn.passed,
+    mntns: MntnsOption = None,
+    pidns: PidnsOption = None,
+    netns: NetnsOption = None,
+    cgroup: CgroupOption = [],  # noqa: B006
+    container: ContainerOption = [],  # noqa: B006
     interval: Annotated[float, typer.Option(
         "-i", "--interval", callback=_positive, metavar="SECONDS",
         help="Seconds between frames.")] = 1.0,
@@ -904,7 +960,8 @@ def top(
     tracer, child, output_fd = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
-        command=command, resolve_paths=False)
+        command=command, resolve_paths=False,
+        mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container)
     view = _summary_view(json_out, interval=interval, rows=rows, sort=sort, at_exit=summary)
     raise typer.Exit(_run(tracer, view, duration, child, output_fd))
 
