@@ -74,6 +74,14 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/* traced opens by syscall and result, with count_outcomes (read at a metrics scrape) */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, EO_SYSCALL_COUNT * EO_ERRNO_SLOTS);
+	__type(key, __u32);
+	__type(value, __u64);
+} outcomes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -120,6 +128,20 @@ static __always_inline void count(__u32 slot)
 
 	if (c)
 		*c += 1;  /* per-CPU: no atomic needed */
+}
+
+/* One traced open in "outcomes": its syscall's row, slot 0 or its errno's. */
+static __always_inline void count_outcome(__u8 syscall, long ret)
+{
+	__u32 slot = 0;
+	__u64 *c;
+
+	if (ret < 0)
+		slot = -ret < EO_ERRNO_SLOTS - 1 ? -ret : EO_ERRNO_SLOTS - 1;
+	slot += (__u32)syscall * EO_ERRNO_SLOTS;
+	c = bpf_map_lookup_elem(&outcomes, &slot);  /* out of range: NULL */
+	if (c)
+		*c += 1;
 }
 
 /* Any filter that rejects an open at its entry (constants: the verifier prunes). */
@@ -584,6 +606,8 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len,
 	size = sizeof(r->hdr) + path_len + rlen;
 	if (size > sizeof(*r))
 		return 0;
+	if (eo_cfg.count_outcomes)  /* traced: counted whether the ring takes it or not */
+		count_outcome(e->syscall, ret);
 	if (bpf_ringbuf_output(&events, r, size, output_flags(size))) {
 		count(EO_DROP_RING_FULL);
 		return 0;

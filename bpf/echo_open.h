@@ -33,6 +33,12 @@ enum eo_syscall {
 	EO_SYS_OPEN_BY_HANDLE_AT = 4,
 	EO_SYS_IO_URING = 5,
 };
+#define EO_SYSCALL_COUNT 6    /* values of enum eo_syscall */
+
+/* Slots of the per-CPU "outcomes" map (with eo_config.count_outcomes): one row of
+ * EO_ERRNO_SLOTS per syscall, slot 0 success, slot N errno N, the last one every
+ * errno from EO_ERRNO_SLOTS - 1 up (Linux's errnos end at 133). */
+#define EO_ERRNO_SLOTS 136
 
 /* Where the resolved path came from. */
 enum eo_resolved_how {
@@ -114,7 +120,8 @@ struct eo_config {
 	__u8 comm_len;        /* with a non-zero length: comm must contain comm_match */
 	__u8 n_prefixes;      /* path must start with one of prefix[0..n) */
 	__u8 follow_forks;    /* with filter_pid: a new process of a traced pid is traced too */
-	__u8 pad[5];
+	__u8 count_outcomes;  /* count traced opens by syscall and result in "outcomes" */
+	__u8 pad[4];
 	char comm_match[EO_COMM_LEN];
 	__u16 prefix_len[EO_MAX_PREFIXES];
 	char prefix[EO_MAX_PREFIXES][EO_PREFIX_MAX];

@@ -21,7 +21,8 @@ from pathlib import Path
 from echo_open._layout import lib as _c
 
 from . import layout, system
-from .events import OpenEvent, decode_batch
+from .events import SYSCALL_NAMES, OpenEvent, decode_batch
+from .flags import errno_name
 from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
@@ -186,6 +187,8 @@ class Tuning:
                          wakeup_bytes are pending (seconds)
       resolve_paths   -- resolve each open to an absolute path in the kernel (~0.5 us
                          per successful open); always on with prefix_on_resolved
+      count_outcomes  -- count traced opens by syscall and result in the kernel, for
+                         Tracer.outcomes() (off: the verifier removes the counting)
     """
 
     ring_size: int = layout.DEFAULT_RING_SIZE
@@ -193,6 +196,7 @@ class Tuning:
     wakeup_interval: float = 0.001
     poll_interval: float = 0.1
     resolve_paths: bool = True
+    count_outcomes: bool = False
 
     def __post_init__(self) -> None:
         size = self.ring_size
@@ -330,6 +334,7 @@ class Tracer:
                     config.flags_rdonly = 1
             config.flags_any = mask
         config.resolve_paths = tuning.resolve_paths or filters.prefix_on_resolved
+        config.count_outcomes = tuning.count_outcomes
         config.prefix_on_resolved = filters.prefix_on_resolved
         if filters.comm:
             config.comm_len = len(filters.comm)
@@ -537,3 +542,31 @@ class Tracer:
             values[name] = sum(counters.as_int(value) for value in per_cpu)
         values["children_untraced"] += self._untraced_descendants
         return Stats(**values)
+
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        """Traced opens (delivered or lost) by (syscall, result): result ``ok`` or the
+        errno's name (``ENOENT``); only the pairs seen. Needs Tuning(count_outcomes=True)."""
+        if not self.tuning.count_outcomes:
+            raise RuntimeError("outcomes are counted only with Tuning(count_outcomes=True)")
+        outcomes = self._live_obj().map("outcomes")
+        counts: dict[tuple[str, str], int] = {}
+        for syscall in range(_c.EO_SYSCALL_COUNT):
+            name = SYSCALL_NAMES.get(syscall, str(syscall))
+            for slot in range(_c.EO_ERRNO_SLOTS):
+                per_cpu = outcomes.lookup(outcomes.int_key(syscall * _c.EO_ERRNO_SLOTS + slot))
+                count = sum(outcomes.as_int(value) for value in per_cpu or ())
+                if count:
+                    counts[(name, _outcome_name(slot))] = count
+        return counts
+
+    def ring_pending_bytes(self) -> int:
+        """Bytes in the ring buffer the consumer has not taken yet."""
+        return self._ring_or_raise().pending_bytes()
+
+
+def _outcome_name(slot: int) -> str:
+    if slot == 0:
+        return "ok"
+    if slot == _c.EO_ERRNO_SLOTS - 1:
+        return "other"  # an errno past Linux's last one
+    return errno_name(slot)
