@@ -85,11 +85,10 @@ class _Collector:
 
     def collect(self) -> Iterator[Metric]:
         with self._lock:
-            if self._tracer is None or not self._tracer.running:
-                return
-            yield from self._tracer_figures(self._tracer)
-            if self._consumer is not None:
-                yield from self._consumer_figures(self._consumer)
+            if self._tracer is not None and self._tracer.running:
+                yield from self._tracer_figures(self._tracer)
+                if self._consumer is not None:
+                    yield from self._consumer_figures(self._consumer)
         if self._extra is not None:
             records = CounterMetricFamily(
                 "echo_open_otlp_records", "OTLP log records by outcome", labels=["outcome"])
