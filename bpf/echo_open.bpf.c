@@ -74,12 +74,15 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/* traced opens by syscall and result, with count_outcomes (read at a metrics scrape) */
+_Static_assert(EO_OUTCOME_SLOTS == EO_SYSCALL_COUNT * EO_ERRNO_SLOTS, "outcome slots");
+
+/* traced opens by syscall and result, with count_outcomes: one element holding every
+ * slot, so that a metrics scrape reads them all with one lookup */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, EO_SYSCALL_COUNT * EO_ERRNO_SLOTS);
+	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, __u64);
+	__type(value, struct eo_outcomes);
 } outcomes SEC(".maps");
 
 struct {
@@ -133,15 +136,15 @@ static __always_inline void count(__u32 slot)
 /* One traced open in "outcomes": its syscall's row, slot 0 or its errno's. */
 static __always_inline void count_outcome(__u8 syscall, long ret)
 {
-	__u32 slot = 0;
-	__u64 *c;
+	__u32 zero = 0, slot = 0;
+	struct eo_outcomes *o;
 
 	if (ret < 0)
 		slot = -ret < EO_ERRNO_SLOTS - 1 ? -ret : EO_ERRNO_SLOTS - 1;
 	slot += (__u32)syscall * EO_ERRNO_SLOTS;
-	c = bpf_map_lookup_elem(&outcomes, &slot);  /* out of range: NULL */
-	if (c)
-		*c += 1;
+	o = bpf_map_lookup_elem(&outcomes, &zero);
+	if (o && slot < EO_SYSCALL_COUNT * EO_ERRNO_SLOTS)
+		o->count[slot] += 1;  /* per-CPU: no atomic needed */
 }
 
 /* Any filter that rejects an open at its entry (constants: the verifier prunes). */

@@ -39,6 +39,12 @@ enum eo_syscall {
  * EO_ERRNO_SLOTS per syscall, slot 0 success, slot N errno N, the last one every
  * errno from EO_ERRNO_SLOTS - 1 up (Linux's errnos end at 133). */
 #define EO_ERRNO_SLOTS 136
+#define EO_OUTCOME_SLOTS 816  /* EO_SYSCALL_COUNT * EO_ERRNO_SLOTS (a number for cffi) */
+
+/* The one value of "outcomes" (per CPU): traced opens per slot. */
+struct eo_outcomes {
+	__u64 count[EO_OUTCOME_SLOTS];
+};
 
 /* Where the resolved path came from. */
 enum eo_resolved_how {

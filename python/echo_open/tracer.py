@@ -14,6 +14,7 @@ import itertools
 import os
 import threading
 import time
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -549,14 +550,15 @@ class Tracer:
         if not self.tuning.count_outcomes:
             raise RuntimeError("outcomes are counted only with Tuning(count_outcomes=True)")
         outcomes = self._live_obj().map("outcomes")
+        totals = [0] * _c.EO_OUTCOME_SLOTS
+        for value in outcomes.lookup(outcomes.int_key(0)) or ():  # one value per CPU
+            for slot, count in enumerate(array("Q", value)):
+                totals[slot] += count
         counts: dict[tuple[str, str], int] = {}
-        for syscall in range(_c.EO_SYSCALL_COUNT):
-            name = SYSCALL_NAMES.get(syscall, str(syscall))
-            for slot in range(_c.EO_ERRNO_SLOTS):
-                per_cpu = outcomes.lookup(outcomes.int_key(syscall * _c.EO_ERRNO_SLOTS + slot))
-                count = sum(outcomes.as_int(value) for value in per_cpu or ())
-                if count:
-                    counts[(name, _outcome_name(slot))] = count
+        for slot, count in enumerate(totals):
+            if count:
+                syscall, result = divmod(slot, _c.EO_ERRNO_SLOTS)
+                counts[(SYSCALL_NAMES.get(syscall, str(syscall)), _outcome_name(result))] = count
         return counts
 
     def ring_pending_bytes(self) -> int:
