@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from test_io_uring import UringChild
+from test_io_uring import uring_open as uring_binary  # noqa: F401 (a fixture: uring_open.c)
 
 from conftest import Child
 from echo_open import Filters, Tracer, Tuning
@@ -78,9 +80,9 @@ def _opens(work: Path) -> tuple[list[str], dict[tuple[str, str], int]]:
     actions = ([f"openat:.:{work}/file"] * 7 + [f"open:{work}/file"] * 3
                + [f"openat:.:{work}/missing"] * 4         # ENOENT
                + [f"open:{work}/file/below"] * 2          # ENOTDIR
-               + [f"creat:{work}/made"])
+               + [f"creat:{work}/made", f"openat2:{work}/file:0:0"])
     return actions, {("openat", "ok"): 7, ("open", "ok"): 3, ("openat", "ENOENT"): 4,
-                     ("open", "ENOTDIR"): 2, ("creat", "ok"): 1}
+                     ("open", "ENOTDIR"): 2, ("creat", "ok"): 1, ("openat2", "ok"): 1}
 
 
 def _events(samples: dict) -> dict[tuple[str, str], float]:
@@ -104,9 +106,9 @@ def test_a_scrape_counts_the_opens_by_syscall_and_result(tmp_path):
         Child(*actions).go()
         assert _until(lambda: _events(traced.samples()) == expected), _events(traced.samples())
         samples = _until(lambda: (s := traced.samples())[("echo_open_events_handled_total",
-                                                          NO_LABELS)] == 17 and s)
-        assert samples, "the consumer took all 17 from the ring"
-        assert samples[("echo_open_emitted_total", NO_LABELS)] == 17
+                                                          NO_LABELS)] == 18 and s)
+        assert samples, "the consumer took all 18 from the ring"
+        assert samples[("echo_open_emitted_total", NO_LABELS)] == 18
         assert samples[("echo_open_ring_size_bytes", NO_LABELS)] == 4 << 20
         assert samples[("echo_open_ring_pending_bytes", NO_LABELS)] == 0
         for reason in ("ring_full", "args_full", "internal"):
@@ -117,7 +119,7 @@ def test_a_scrape_counts_the_opens_by_syscall_and_result(tmp_path):
     finally:
         status, err = traced.stop()
     assert status == 0, err
-    assert "17 events shown" in err
+    assert "18 events shown" in err
 
 
 def test_pending_bytes_are_what_the_ring_holds_until_it_is_read(tmp_path):
@@ -126,14 +128,14 @@ def test_pending_bytes_are_what_the_ring_holds_until_it_is_read(tmp_path):
     with Tracer(Filters(path_prefixes=[f"{tmp_path}/"]), Tuning(count_outcomes=True)) as tr:
         assert tr.ring_pending_bytes() == 0
         Child(*actions).go()
-        pending = _until(lambda: tr.ring_pending_bytes() >= 17 * 100 and
+        pending = _until(lambda: tr.ring_pending_bytes() >= 18 * 100 and
                          tr.ring_pending_bytes(), 5)
-        assert pending, "17 records with their paths are waiting"
+        assert pending, "18 records with their paths are waiting"
         records = 0
-        while records < 17:
+        while records < 18:
             records += len(tr.read_records(1.0))
         assert tr.ring_pending_bytes() == 0
-        assert sum(tr.outcomes().values()) == 17
+        assert sum(tr.outcomes().values()) == 18
 
 
 @pytest.mark.parametrize("view", [[], ["-o", "FILE"], ["--summary"], ["top", "--json"]])
@@ -146,10 +148,29 @@ def test_metrics_work_with_every_view(tmp_path, view):
         Child(*actions).go()
         assert _until(lambda: _events(traced.samples()) == expected)
         assert _until(lambda: traced.samples()[("echo_open_events_handled_total",
-                                                NO_LABELS)] == 17)
+                                                NO_LABELS)] == 18)
     finally:
         status, err = traced.stop()
     assert status == 0, err
+
+
+def test_io_uring_opens_are_counted_as_io_uring(tmp_path, uring_binary):  # noqa: F811
+    (tmp_path / "file").write_text("x")
+    children = [UringChild(uring_binary, "openat", tmp_path, name) for name in
+                ("file", "file", "missing")]
+    with Tracer(Filters(pids=[c.pid for c in children]), Tuning(count_outcomes=True)) as tr:
+        for child in children:
+            child.go()
+        counted = _until(lambda: {k: v for k, v in tr.outcomes().items()
+                                  if k[0] == "io_uring"} == {("io_uring", "ok"): 2,
+                                                             ("io_uring", "ENOENT"): 1}, 10)
+        assert counted, tr.outcomes()
+
+
+def test_outcomes_are_not_counted_unless_asked_for(tmp_path):
+    with Tracer(Filters(path_prefixes=[f"{tmp_path}/"])) as tr, \
+            pytest.raises(RuntimeError, match="count_outcomes"):
+        tr.outcomes()
 
 
 def test_the_otlp_counters_of_an_exporter_are_exported():
@@ -263,7 +284,7 @@ def test_prometheus_scrapes_the_counters_of_the_opens_made(tmp_path):
                     for r in _query(api, "echo_open_events_total")}
 
         assert _until(lambda: scraped() == expected, 60), scraped()
-        assert _until(lambda: _values(api, "echo_open_events_handled_total") == [17.0], 30)
+        assert _until(lambda: _values(api, "echo_open_events_handled_total") == [18.0], 30)
         assert _values(api, "sum(echo_open_lost_total)") == [0.0]
         assert _values(api, "echo_open_ring_size_bytes") == [4 << 20]
         assert _values(api, 'sum(echo_open_events_total{result!="ok"})') == [6.0]
