@@ -46,6 +46,8 @@ struct open_args {
 	__s32 dfd;
 	__u8 syscall;
 	__u8 active;     /* entered and not yet exited */
+	__u64 fd_op_table; /* the fd table an fd_reuse_enter_* program counted this thread's
+			      close/dup in, until its exit (0: none) */
 };
 
 struct {
@@ -99,6 +101,23 @@ struct {
 	__type(key, int);
 	__type(value, struct open_args);
 } inflight SEC(".maps");
+
+/*
+ * fd changes in shared fd tables, keyed by the table (struct files_struct *): how many
+ * closes/dups are between their entry and exit now, and when the last one ended. Filled
+ * only with watch_fd_reuse, only for tables more than one task uses.
+ */
+struct fd_reuse {
+	__s64 in_flight;
+	__u64 last_exit_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct fd_reuse);
+} fd_reuse SEC(".maps");
 
 /* io_uring open requests between submit and completion, keyed by request. */
 struct {
@@ -339,13 +358,47 @@ static __always_inline struct file *fd_file(long fd)
  * The fd race: the open installs its fd before sys_exit, and a task sharing the fd table
  * (a thread, or CLONE_FILES) can close that number and open another file into it before
  * the exit program reads the slot. With a table of its own (count 1) nothing else can
- * touch it in between (the exit tracepoint runs in the opener before it returns).
+ * touch it in between (the exit tracepoint runs in the opener before it returns). With a
+ * shared one, a number can change hands only through a close, close_range, dup2 or dup3
+ * (or an io_uring close) by another task: the fd_reuse_* programs below count those
+ * while they run, so a resolution is unsure only if one was running at any time since
+ * the open's entry (since_ns). Without them (watch_fd_reuse off), every resolution
+ * through a shared table is.
  */
-static __always_inline bool fd_table_shared(void)
+static __always_inline bool fd_maybe_reused(__u64 since_ns)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
+	struct files_struct *files = task->files;
+	struct fd_reuse *seen;
+	__u64 key = (__u64)files;
 
-	return task->files->count.counter > 1;
+	if (files->count.counter <= 1)
+		return false;
+	if (!eo_cfg.watch_fd_reuse)
+		return true;
+	seen = bpf_map_lookup_elem(&fd_reuse, &key);
+	/* in_flight > 0 covers a change that began before the open and is not over */
+	return seen && (seen->in_flight > 0 || seen->last_exit_ns >= since_ns);
+}
+
+/* Count one fd change beginning in the task's table, if shared; returns its key (0: none). */
+static __always_inline __u64 fd_change_begins(struct task_struct *task)
+{
+	struct files_struct *files = task->files;
+	struct fd_reuse none = {}, *seen;
+	__u64 key = (__u64)files;
+
+	if (!files || files->count.counter <= 1)
+		return 0;
+	seen = bpf_map_lookup_elem(&fd_reuse, &key);
+	if (!seen) {
+		bpf_map_update_elem(&fd_reuse, &key, &none, BPF_NOEXIST);
+		seen = bpf_map_lookup_elem(&fd_reuse, &key);
+		if (!seen)
+			return 0;
+	}
+	__sync_fetch_and_add(&seen->in_flight, 1);
+	return key;
 }
 
 /* A file's (vfsmount, dentry): struct path, read with one copy. */
@@ -506,7 +559,7 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 		file = opened_file(e, req);
 		if (!file)
 			return 0;           /* closed already, or a slot we cannot read */
-		if (!(req && (e->status & EO_ST_FIXED_FILE)) && fd_table_shared())
+		if (!(req && (e->status & EO_ST_FIXED_FILE)) && fd_maybe_reused(e->ts_ns))
 			status |= EO_ST_RESOLVED_UNSURE;
 		if (!file_path(file, &dentry, &vfsmnt))
 			return 0;
@@ -543,7 +596,7 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 		if (!lookup_base(task, e, absolute, &dentry, &vfsmnt))
 			return 0;
 		if ((!absolute || (e->resolve & RESOLVE_IN_ROOT)) && e->dfd != AT_FDCWD &&
-		    fd_table_shared())
+		    fd_maybe_reused(e->ts_ns))
 			status |= EO_ST_RESOLVED_UNSURE;  /* the dirfd's number, the same race */
 		start_off = off;
 		off = walk_path(wb, off, dentry, vfsmnt, &status, &mntns);
@@ -802,6 +855,13 @@ static __always_inline int on_uring_submit(struct io_kiocb *req, __u8 opcode)
 	struct eo_event *e;
 	__u32 zero = 0;
 
+	if (opcode == IORING_OP_CLOSE) {
+		/* its end is not paired with this (no per-request state): the table stays
+		 * "changing" for good, so its resolutions are all unsure, never wrongly sure */
+		if (eo_cfg.watch_fd_reuse)
+			fd_change_begins(bpf_get_current_task_btf());
+		return 0;
+	}
 	if (opcode != IORING_OP_OPENAT && opcode != IORING_OP_OPENAT2)
 		return 0;
 	/* io_open lives in io_kiocb.cmd from 6.0; before, nothing here can be read */
@@ -886,6 +946,81 @@ out:
 	bpf_map_delete_elem(&uring_inflight, &key);
 	return 0;
 }
+
+/* ---- fd changes in shared tables (the fd race; see fd_maybe_reused) --------- */
+
+static __always_inline int fd_change_enter(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct open_args *args;
+	__u64 key;
+
+	if (eo_cfg.self_tgid && task->tgid == eo_cfg.self_tgid)
+		return 0;
+	key = fd_change_begins(task);
+	if (!key)
+		return 0;
+	/* without storage the change is never ended: its table stays unsure, as it should */
+	args = bpf_task_storage_get(&inflight, task, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (args)
+		args->fd_op_table = key;
+	return 0;
+}
+
+static __always_inline int fd_change_exit(void)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fd_reuse *seen;
+	struct open_args *args;
+	__u64 key, now, last;
+
+	/* a table of one task was not counted at entry (if it lost its other users during
+	 * the call, the count stays up: its resolutions stay unsure, never wrongly sure) */
+	if (task->files->count.counter <= 1)
+		return 0;
+	args = bpf_task_storage_get(&inflight, task, 0, 0);
+	if (!args || !args->fd_op_table)
+		return 0;
+	key = args->fd_op_table;
+	args->fd_op_table = 0;
+	seen = bpf_map_lookup_elem(&fd_reuse, &key);
+	if (!seen)
+		return 0;
+	/* the end time first, then the count: a reader never sees neither; the time only
+	 * grows (two CPUs ending at once must not leave the earlier time behind) */
+	now = bpf_ktime_get_ns();
+	for (int i = 0; i < 8; i++) {
+		last = seen->last_exit_ns;
+		if (last >= now || __sync_val_compare_and_swap(&seen->last_exit_ns, last, now) == last)
+			break;
+	}
+	__sync_fetch_and_add(&seen->in_flight, -1);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int fd_reuse_enter_close(void *ctx) { return fd_change_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_close")
+int fd_reuse_exit_close(void *ctx) { return fd_change_exit(); }
+
+SEC("tracepoint/syscalls/sys_enter_close_range")
+int fd_reuse_enter_close_range(void *ctx) { return fd_change_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_close_range")
+int fd_reuse_exit_close_range(void *ctx) { return fd_change_exit(); }
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int fd_reuse_enter_dup2(void *ctx) { return fd_change_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int fd_reuse_exit_dup2(void *ctx) { return fd_change_exit(); }
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int fd_reuse_enter_dup3(void *ctx) { return fd_change_enter(); }
+
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int fd_reuse_exit_dup3(void *ctx) { return fd_change_exit(); }
 
 /* ---- following a process tree (echo-open -- COMMAND) ------------------------ */
 

@@ -61,8 +61,11 @@ enum eo_resolved_how {
 #define EO_ST_RESOLVED_ANON 16      /* on an internal mount: pipe, socket, memfd, anon inode */
 #define EO_ST_FIXED_FILE 32         /* io_uring open into a fixed (direct) descriptor slot */
 #define EO_ST_RESOLVED_UNSURE 64    /* resolved through an fd number of a table other tasks
-                                       share: one could have closed it and reused the number
-                                       before the exit program read it */
+                                       share, while one of them freed or replaced an fd
+                                       (close, close_range, dup2, dup3): it could have put
+                                       another file under that number before the exit
+                                       program read it (without watch_fd_reuse: whenever
+                                       the table is shared) */
 
 /* Slots of the per-CPU "counters" map. */
 enum eo_counter {
@@ -126,8 +129,10 @@ struct eo_config {
 	__u8 comm_len;        /* with a non-zero length: comm must contain comm_match */
 	__u8 n_prefixes;      /* path must start with one of prefix[0..n) */
 	__u8 follow_forks;    /* with filter_pid: a new process of a traced pid is traced too */
+	__u8 watch_fd_reuse;  /* the fd_reuse_* programs run: mark unsure only the resolutions
+			         another task's fd change overlapped */
 	__u8 count_outcomes;  /* count traced opens by syscall and result in "outcomes" */
-	__u8 pad[4];
+	__u8 pad[3];
 	char comm_match[EO_COMM_LEN];
 	__u16 prefix_len[EO_MAX_PREFIXES];
 	char prefix[EO_MAX_PREFIXES][EO_PREFIX_MAX];

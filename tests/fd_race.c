@@ -4,7 +4,8 @@
  * After a "go" line on stdin, the main thread opens PATH_A and closes it OPENS times;
  * with THREADED=1 a second thread on the same fd table dup2()s a file of PATH_B onto the
  * number those opens get and closes it, as fast as it can: now and then it lands between
- * the open installing its fd and the tracer's sys_exit program reading that slot.
+ * the open installing its fd and the tracer's sys_exit program reading that slot. With
+ * THREADED=2 the second thread shares the table but changes no fd (it calls getppid).
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -15,6 +16,14 @@
 static const char *path_a;
 static volatile int done;
 static int fd_b;
+
+static void *idler(void *arg)
+{
+	(void)arg;
+	while (!done)
+		getppid();
+	return NULL;
+}
 
 static void *replacer(void *arg)
 {
@@ -40,7 +49,7 @@ int main(int argc, char **argv)
 	if (!fgets(go, sizeof(go), stdin))   /* the tracer is ready */
 		return 1;
 	if (threaded)
-		pthread_create(&thread, NULL, replacer, NULL);
+		pthread_create(&thread, NULL, threaded == 2 ? idler : replacer, NULL);
 	for (long i = 0; i < opens; i++) {
 		int fd = open(path_a, O_RDONLY);
 		if (fd >= 0)

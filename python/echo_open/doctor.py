@@ -319,6 +319,8 @@ def _tracefs(privileged: bool) -> Finding:
 
 # alternatives: either one of a group is enough (6.1 names the submit tracepoint _sqe)
 _ALTERNATIVES = [("io_uring", ("io_uring_submit_req", "io_uring_submit_sqe"))]
+# the syscalls that can hand an fd number to another file (the tracer's fd_reuse_* programs)
+_FD_CHANGE_SYSCALLS = {"close", "close_range", "dup2", "dup3"}
 # the one pair without which there is nothing to trace: every libc opens with openat
 _ESSENTIAL = {("syscalls", "sys_enter_openat"), ("syscalls", "sys_exit_openat")}
 
@@ -356,8 +358,12 @@ def _tracepoints(sections: list[str], tracefs: Path | None) -> list[Finding]:
             findings.append(fail(check, "absent: opens cannot be traced", "use a kernel with "
                                  "CONFIG_FTRACE_SYSCALLS", Blocker.NO_TRACEFS))
         else:
-            what = "io_uring opens" if category == "io_uring" else \
-                f"opens through {event.split('_', 2)[-1]}"
+            syscall = event.split("_", 2)[-1]
+            if category == "syscalls" and syscall in _FD_CHANGE_SYSCALLS:
+                findings.append(warn(check, "absent: every resolution by a multi-threaded "
+                                     "opener is marked unsure", "use a kernel that has it"))
+                continue
+            what = "io_uring opens" if category == "io_uring" else f"opens through {syscall}"
             findings.append(warn(check, f"absent: {what} are not seen",
                                  "use a kernel that has it (5.17 or later)"))
     return findings

@@ -33,10 +33,11 @@ from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
 # from 6.4, io_uring_submit_sqe before; the first in the object that the kernel has);
 # the tp_btf programs follow a process tree (only with follow_children).
 _URING_COMPLETE = "io_uring_complete"
+# programs named fd_reuse_*: syscalls:sys_{enter,exit}_{close,close_range,dup2,dup3}, which
+# watch fd numbers change hands in shared fd tables (the fd race of a resolution); loaded
+# only when paths are resolved, all of them or none
+_FD_REUSE_PREFIX = "fd_reuse_"
 _FOLLOWED_PROCESSES = 1 << 16
-# the oldest kernel on which links were seen to close safely all at once
-_PARALLEL_DETACH_SINCE = (6, 18)
-_PARALLEL_DETACH = system.kernel_version() >= _PARALLEL_DETACH_SINCE
 
 PathLike = str | bytes | os.PathLike
 
@@ -291,8 +292,11 @@ class Tracer:
         tracepoints = {name: tp for name, program in obj.programs.items()
                        if (tp := program.tracepoint)}
         program_of = {tp: name for name, tp in tracepoints.items()}
+        watchers = [(name, tp[1]) for name, tp in tracepoints.items()
+                    if name.startswith(_FD_REUSE_PREFIX)]
         for (category, event), enter in program_of.items():
-            if category != "syscalls" or not event.startswith("sys_enter_"):
+            if (category != "syscalls" or not event.startswith("sys_enter_")
+                    or enter.startswith(_FD_REUSE_PREFIX)):
                 continue
             exit_event = "sys_exit_" + event.removeprefix("sys_enter_")
             pair = [(enter, event), (program_of[("syscalls", exit_event)], exit_event)]
@@ -335,6 +339,8 @@ class Tracer:
                     config.flags_rdonly = 1
             config.flags_any = mask
         config.resolve_paths = tuning.resolve_paths or filters.prefix_on_resolved
+        config.watch_fd_reuse = self._configure_fd_reuse(obj, tracefs, watchers,
+                                                         bool(config.resolve_paths))
         config.count_outcomes = tuning.count_outcomes
         config.prefix_on_resolved = filters.prefix_on_resolved
         if filters.comm:
@@ -376,6 +382,21 @@ class Tracer:
         elif not complete:
             self.limitations.append(f"io_uring opens (no io_uring:{_URING_COMPLETE} tracepoint)")
 
+    def _configure_fd_reuse(self, obj: BPFObject, tracefs: Path,
+                            watchers: list[tuple[str, str]], resolving: bool) -> bool:
+        """Whether the fd-change watchers load: only for resolved paths, and only all of
+        them (without one, a change could slip by unseen). Without them, every resolution
+        through a shared fd table is marked unsure."""
+        missing = [event for _, event in watchers
+                   if not system.tracepoint_exists(tracefs, "syscalls", event)]
+        if missing and resolving:
+            self.limitations.append(
+                f"exact fd-race marks (no syscalls:{missing[0]} tracepoint: every "
+                "resolution by a multi-threaded opener is marked unsure)")
+        watch = resolving and bool(watchers) and not missing
+        self._use(obj, [(name, event) for name, event in watchers], "syscalls", watch)
+        return watch
+
     def _fill_filter_maps(self, obj: BPFObject) -> None:
         for map_name, ids in (("filter_pids", self.filters.pids),
                               ("filter_tids", self.filters.tids)):
@@ -411,16 +432,15 @@ class Tracer:
         """Stop tracing new opens; what is in the ring can still be read (drain())."""
         links, self._links = self._links, []
         # each close waits out the kernel's tracepoint-unregister grace period (~70 ms
-        # here, 0.85 s for all twelve one by one); closed together, they overlap. Only on
-        # kernels where that was seen to be safe: on 6.1 (under qemu), closing links
-        # together locked both CPUs up now and then (soft lockup, RCU stall), so older
-        # kernels close them one by one
-        if _PARALLEL_DETACH:
-            closers = [threading.Thread(target=link.close) for link in links]
-            for closer in closers:
-                closer.start()
-            for closer in closers:
-                closer.join()
+        # here, over a second for all twenty one by one); closed together, they overlap.
+        # (The 6.1 lockups once blamed on this were qemu's multi-threaded emulation: a
+        # storm livelocking both vCPUs while the kernel patched the syscall static branch;
+        # tests/kernels/run emulates one vCPU at a time since.)
+        closers = [threading.Thread(target=link.close) for link in links]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join()
         for link in links:
             link.close()  # (again: a no-op for a closed link)
 
