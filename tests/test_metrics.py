@@ -13,6 +13,7 @@ import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from test_io_uring import UringChild
@@ -136,6 +137,32 @@ def test_pending_bytes_are_what_the_ring_holds_until_it_is_read(tmp_path):
             records += len(tr.read_records(1.0))
         assert tr.ring_pending_bytes() == 0
         assert sum(tr.outcomes().values()) == 18
+
+
+def test_the_lag_grows_while_records_wait_and_is_the_last_batchs_once_caught_up(tmp_path):
+    actions, _ = _opens(tmp_path)
+    with Tracer(Filters(path_prefixes=[f"{tmp_path}/"]), Tuning(count_outcomes=True)) as tr:
+        server = MetricsServer(("127.0.0.1", 0))
+        # the consumer's state as the CLI's keeps it: it handled an open made 3 s ago,
+        # 1 ms after it was made, and has not read since
+        consumer = SimpleNamespace(shown=1, lag_ns=1_000_000,
+                                   newest_ts_ns=time.monotonic_ns() - 3_000_000_000)
+        server.serve(tr, consumer)
+        try:
+            def lag() -> float:
+                with urllib.request.urlopen(server.url, timeout=10) as reply:
+                    samples = parse_samples(reply.read().decode())
+                return samples[("echo_open_consumer_lag_seconds", NO_LABELS)]
+
+            assert lag() == 0.001, "nothing waits: the last batch's lag"
+            Child(*actions).go()
+            assert _until(lambda: tr.ring_pending_bytes(), 5)
+            assert lag() >= 3.0, "records wait: the newest handled open's age"
+            while tr.read_records(0.5):
+                pass
+            assert lag() == 0.001
+        finally:
+            server.close()
 
 
 @pytest.mark.parametrize("view", [[], ["-o", "FILE"], ["--summary"], ["top", "--json"]])

@@ -61,6 +61,7 @@ class Consumer(Protocol):
 
     shown: int            # events taken from the ring and shown, written or counted
     lag_ns: int           # when it took its last batch: that batch's newest open, how old
+    newest_ts_ns: int     # that open's time (CLOCK_MONOTONIC, as the records' ts_ns); 0: none
 
 
 class _Collector:
@@ -88,7 +89,8 @@ class _Collector:
             if self._tracer is not None and self._tracer.running:
                 yield from self._tracer_figures(self._tracer)
                 if self._consumer is not None:
-                    yield from self._consumer_figures(self._consumer)
+                    yield from self._consumer_figures(self._consumer,
+                                                      self._tracer.ring_pending_bytes())
         if self._extra is not None:
             records = CounterMetricFamily(
                 "echo_open_otlp_records", "OTLP log records by outcome", labels=["outcome"])
@@ -130,13 +132,21 @@ class _Collector:
                                 value=tracer.tuning.ring_size)
 
     @staticmethod
-    def _consumer_figures(consumer: Consumer) -> Iterator[Metric]:
+    def _consumer_figures(consumer: Consumer, pending: int) -> Iterator[Metric]:
         yield CounterMetricFamily("echo_open_events_handled",
                                   "Events the consumer took from the ring and showed, wrote "
                                   "or counted", value=consumer.shown)
+        # with records waiting, the lag grows until the consumer takes them: now minus the
+        # newest open it handled; with none, it is what the last batch's was (an idle
+        # machine is no lag)
+        lag_ns = consumer.lag_ns
+        if pending and consumer.newest_ts_ns:
+            lag_ns = max(lag_ns, time.monotonic_ns() - consumer.newest_ts_ns)
         yield GaugeMetricFamily("echo_open_consumer_lag_seconds",
-                                "At the consumer's last batch: how long before it the "
-                                "batch's newest open was made", value=consumer.lag_ns / 1e9)
+                                "How far behind the opens the consumer is: with records "
+                                "waiting in the ring, the age of the newest open it handled; "
+                                "else how old that open was when it was handled",
+                                value=lag_ns / 1e9)
 
 
 class MetricsServer:

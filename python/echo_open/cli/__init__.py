@@ -666,6 +666,7 @@ class _Output:
         self.wall_offset_ns = wall_offset_ns
         self.shown = 0
         self.lag_ns = 0  # at the last batch: how old its newest open was (--metrics)
+        self.newest_ts_ns = 0  # and that open's ts_ns
         self._stop = stop
         sys.stdout.flush()
         # -o's file: written through, rotated and reopened by it (its fd changes)
@@ -689,7 +690,8 @@ class _Output:
         """A batch shown (or counted), and its lag noted."""
         self.show(batch)
         newest = (len(batch) - 1) * batch.head_size + layout.EVENT_TS_OFFSET
-        self.lag_ns = max(0, time.monotonic_ns() - _TS.unpack_from(batch.heads, newest)[0])
+        self.newest_ts_ns = _TS.unpack_from(batch.heads, newest)[0]
+        self.lag_ns = max(0, time.monotonic_ns() - self.newest_ts_ns)
 
     def _write(self, data: bytes | memoryview) -> None:
         if self._file is not None:
