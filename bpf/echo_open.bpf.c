@@ -76,6 +76,17 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+_Static_assert(EO_OUTCOME_SLOTS == EO_SYSCALL_COUNT * EO_ERRNO_SLOTS, "outcome slots");
+
+/* traced opens by syscall and result, with count_outcomes: one element holding every
+ * slot, so that a metrics scrape reads them all with one lookup */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct eo_outcomes);
+} outcomes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -148,6 +159,20 @@ static __always_inline void count(__u32 slot)
 
 	if (c)
 		*c += 1;  /* per-CPU: no atomic needed */
+}
+
+/* One traced open in "outcomes": its syscall's row, slot 0 or its errno's. */
+static __always_inline void count_outcome(__u8 syscall, long ret)
+{
+	__u32 zero = 0, slot = 0;
+	struct eo_outcomes *o;
+
+	if (ret < 0)
+		slot = -ret < EO_ERRNO_SLOTS - 1 ? -ret : EO_ERRNO_SLOTS - 1;
+	slot += (__u32)syscall * EO_ERRNO_SLOTS;
+	o = bpf_map_lookup_elem(&outcomes, &zero);
+	if (o && slot < EO_SYSCALL_COUNT * EO_ERRNO_SLOTS)
+		o->count[slot] += 1;  /* per-CPU: no atomic needed */
 }
 
 /* Any filter that rejects an open at its entry (constants: the verifier prunes). */
@@ -719,6 +744,8 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len,
 	size = sizeof(r->hdr) + path_len + rlen;
 	if (size > sizeof(*r))
 		return 0;
+	if (eo_cfg.count_outcomes)  /* traced: counted whether the ring takes it or not */
+		count_outcome(e->syscall, ret);
 	if (bpf_ringbuf_output(&events, r, size, output_flags(size))) {
 		count(EO_DROP_RING_FULL);
 		return 0;

@@ -34,6 +34,18 @@ enum eo_syscall {
 	EO_SYS_OPEN_BY_HANDLE_AT = 4,
 	EO_SYS_IO_URING = 5,
 };
+#define EO_SYSCALL_COUNT 6    /* values of enum eo_syscall */
+
+/* Slots of the per-CPU "outcomes" map (with eo_config.count_outcomes): one row of
+ * EO_ERRNO_SLOTS per syscall, slot 0 success, slot N errno N, the last one every
+ * errno from EO_ERRNO_SLOTS - 1 up (Linux's errnos end at 133). */
+#define EO_ERRNO_SLOTS 136
+#define EO_OUTCOME_SLOTS 816  /* EO_SYSCALL_COUNT * EO_ERRNO_SLOTS (a number for cffi) */
+
+/* The one value of "outcomes" (per CPU): traced opens per slot. */
+struct eo_outcomes {
+	__u64 count[EO_OUTCOME_SLOTS];
+};
 
 /* Where the resolved path came from. */
 enum eo_resolved_how {
@@ -127,7 +139,7 @@ struct eo_config {
 	__u8 filter_mntns;    /* the opener's mount namespace must be mntns */
 	__u8 filter_pidns;    /* ... its pid namespace pidns */
 	__u8 filter_netns;    /* ... its network namespace netns */
-	__u8 pad[1];
+	__u8 count_outcomes;  /* count traced opens by syscall and result in "outcomes" */
 	__u32 mntns;
 	__u32 pidns;
 	__u32 netns;

@@ -44,6 +44,7 @@ def struct_format(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
 
 EVENT_STRUCT, EVENT_FIELDS = struct_format("struct eo_event")
 EVENT_SIZE = EVENT_STRUCT.size
+EVENT_TS_OFFSET = ffi.offsetof("struct eo_event", "ts_ns")  # for a record's age
 PATH_MAX = lib.EO_PATH_MAX
 COMM_LEN = lib.EO_COMM_LEN
 MAX_PREFIXES = lib.EO_MAX_PREFIXES

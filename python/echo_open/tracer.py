@@ -14,6 +14,7 @@ import itertools
 import os
 import threading
 import time
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,7 +23,8 @@ from echo_open._layout import lib as _c
 
 from . import cgroups as _cgroups
 from . import layout, system
-from .events import OpenEvent, decode_batch
+from .events import SYSCALL_NAMES, OpenEvent, decode_batch
+from .flags import errno_name
 from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
@@ -239,6 +241,8 @@ class Tuning:
                          wakeup_bytes are pending (seconds)
       resolve_paths   -- resolve each open to an absolute path in the kernel (~0.5 us
                          per successful open); always on with prefix_on_resolved
+      count_outcomes  -- count traced opens by syscall and result in the kernel, for
+                         Tracer.outcomes() (off: the verifier removes the counting)
     """
 
     ring_size: int = layout.DEFAULT_RING_SIZE
@@ -246,6 +250,7 @@ class Tuning:
     wakeup_interval: float = 0.001
     poll_interval: float = 0.1
     resolve_paths: bool = True
+    count_outcomes: bool = False
 
     def __post_init__(self) -> None:
         size = self.ring_size
@@ -388,6 +393,7 @@ class Tracer:
         config.resolve_paths = tuning.resolve_paths or filters.prefix_on_resolved
         config.watch_fd_reuse = self._configure_fd_reuse(obj, tracefs, watchers,
                                                          bool(config.resolve_paths))
+        config.count_outcomes = tuning.count_outcomes
         config.prefix_on_resolved = filters.prefix_on_resolved
         for kind in ("mntns", "pidns", "netns"):
             value = getattr(filters, kind)
@@ -630,3 +636,32 @@ class Tracer:
             values[name] = sum(counters.as_int(value) for value in per_cpu)
         values["children_untraced"] += self._untraced_descendants
         return Stats(**values)
+
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        """Traced opens (delivered or lost) by (syscall, result): result ``ok`` or the
+        errno's name (``ENOENT``); only the pairs seen. Needs Tuning(count_outcomes=True)."""
+        if not self.tuning.count_outcomes:
+            raise RuntimeError("outcomes are counted only with Tuning(count_outcomes=True)")
+        outcomes = self._live_obj().map("outcomes")
+        totals = [0] * _c.EO_OUTCOME_SLOTS
+        for value in outcomes.lookup(outcomes.int_key(0)) or ():  # one value per CPU
+            for slot, count in enumerate(array("Q", value)):
+                totals[slot] += count
+        counts: dict[tuple[str, str], int] = {}
+        for slot, count in enumerate(totals):
+            if count:
+                syscall, result = divmod(slot, _c.EO_ERRNO_SLOTS)
+                counts[(SYSCALL_NAMES.get(syscall, str(syscall)), _outcome_name(result))] = count
+        return counts
+
+    def ring_pending_bytes(self) -> int:
+        """Bytes in the ring buffer the consumer has not taken yet."""
+        return self._ring_or_raise().pending_bytes()
+
+
+def _outcome_name(slot: int) -> str:
+    if slot == 0:
+        return "ok"
+    if slot == _c.EO_ERRNO_SLOTS - 1:
+        return "other"  # an errno past Linux's last one
+    return errno_name(slot)

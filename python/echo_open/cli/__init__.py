@@ -3,7 +3,8 @@
 Exit status: 0 after Ctrl-C, SIGTERM, -d expiry or a closed stdout; with a
 COMMAND, the command's own status (128+N if signal N ended it; 127 not found);
 2 usage error; 77 not permitted; 78 kernel without BTF; 72 tracefs unavailable;
-70 the BPF object failed to load or attach; 74 output error; 1 an internal error.
+70 the BPF object failed to load or attach; 74 output error; 73 --metrics cannot listen;
+1 an internal error.
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ import os
 import select
 import shutil
 import signal
+import struct
 import sys
 import termios
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import doctor as _doctor
 from .. import layout
 from ..flags import OPEN_FLAGS, parse_open_flag
+from ..output import DEFAULT_MAX_FILES, EventFile
 from ..summary import MAX_TOP, SortKey, Summary
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
+
+if TYPE_CHECKING:
+    from ..metrics import MetricsServer
 
 try:
     from ..loader import BPFError, LoadError, RecordBatch
@@ -47,6 +53,7 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BPF = 70
 EXIT_NO_TRACEFS = 72
+EXIT_CANT_LISTEN = 73  # EX_CANTCREAT: --metrics cannot listen on its address
 EXIT_OUTPUT = 74
 EXIT_NO_OTLP = 69  # EX_UNAVAILABLE: --otlp without the otlp extra installed
 EXIT_NOT_PERMITTED = 77
@@ -297,6 +304,9 @@ RingSizeOption = Annotated[int, typer.Option(
     "--ring-size", metavar="SIZE", parser=_size,
     show_default=f"{layout.DEFAULT_RING_SIZE >> 20}M", help="Ring buffer size (power of two).")]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")]
+MetricsOption = Annotated[str | None, typer.Option(
+    "--metrics", metavar="ADDR",
+    help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, [IPv6]:PORT).")]
 CommandArgument = Annotated[list[str] | None, typer.Argument(
     metavar="[-- COMMAND [ARG...]]",
     help="Run COMMAND and trace only it and the processes it starts.")]
@@ -328,6 +338,12 @@ def trace(
     output_file: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="FILE",
         help="Write the events to FILE (created or truncated), not to stdout.")] = None,
+    max_size: Annotated[int | None, typer.Option(
+        "--max-size", metavar="SIZE", parser=_size,
+        help="With -o: rotate FILE before it passes SIZE (FILE.1, FILE.2, ...).")] = None,
+    max_files: Annotated[int | None, typer.Option(
+        "--max-files", min=1, metavar="N",
+        help=f"With --max-size: rotated files kept (default {DEFAULT_MAX_FILES}).")] = None,
     children: Annotated[bool, typer.Option(
         "--children", help="With -p: the processes' children too, now and later.")] = False,
     wait_tree: Annotated[bool, typer.Option(
@@ -346,6 +362,7 @@ def trace(
         help="Show the CONTAINER column (short id; '-' outside containers).")] = False,
     ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
     verbose: VerboseOption = False,
+    metrics: MetricsOption = None,
     summary: Annotated[bool, typer.Option(
         "--summary", help="Count instead of showing events: at exit, opens per path, process "
         "and error, to stdout (as strace -c).")] = False,
@@ -371,13 +388,21 @@ def trace(
     exporter = _otlp_exporter(otlp_url) if otlp_url is not None else None
     # the kernel resolves paths only when they are shown, exported (as in JSON) or matched
     # on: the walk costs each successful open ~0.5 us, and a long path twice its ring space
-    tracer, child, output_fd = _make_tracer(
+    if output_file is None and (max_size is not None or max_files is not None):
+        raise typer.BadParameter("rotates the file of -o FILE: add -o",
+                                 param_hint="'--max-size' / '--max-files'")
+    if max_files is not None and max_size is None:
+        raise typer.BadParameter("keeps the files --max-size rotates: add --max-size",
+                                 param_hint="'--max-files'")
+    tracer, child, output_fd, metrics_server = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
         command=command,
         resolve_paths=exporter is not None or (not summary and (full_path or json_lines)),
         children=children, wait_tree=wait_tree, output_file=output_file,
-        mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container)
+        mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container,
+        max_size=max_size, max_files=max_files, metrics=metrics,
+        metrics_extra=exporter.stats if exporter is not None else None)
     if summary:
         view = _summary_view(json_lines, interval=None, rows=rows, sort=sort, at_exit=True)
     else:
@@ -387,7 +412,7 @@ def trace(
         view = _events_view(renderer)
     if exporter is not None:
         view = _exporting(view, exporter)
-    raise typer.Exit(_run(tracer, view, duration, child, output_fd, wait_tree))
+    raise typer.Exit(_run(tracer, view, duration, child, output_fd, wait_tree, metrics_server))
 
 
 def _otlp_exporter(url: str):
@@ -461,10 +486,14 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
                  output_file: str | None = None, mntns: int | None = None,
                  pidns: int | None = None, netns: str | None = None,
                  cgroup: list[str] | None = None, container: list[str] | None = None,
-                 ) -> tuple[Tracer, _HeldCommand | None, int]:
+                 max_size: int | None = None, max_files: int | None = None,
+                 metrics: str | None = None,
+                 metrics_extra: Callable[[], Mapping[str, int]] | None = None,
+                 ) -> tuple[Tracer, _HeldCommand | None, int | EventFile, MetricsServer | None]:
     """The Tracer the shared options ask for (every command that traces builds it so),
-    COMMAND forked and held, if one is given, and the output's fd (-o); a bad setting is a
-    usage error."""
+    COMMAND forked and held, if one is given, the output (stdout's fd, or -o's EventFile)
+    and the --metrics server (listening, not yet serving); a bad setting is a usage
+    error."""
     if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
         print("echo-open: output error: standard output is closed", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT)
@@ -474,6 +503,13 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         raise typer.Exit(EXIT_FAILURE)
     netns_inode = _netns_inode(netns)
     child = None
+    metrics_address = None
+    if metrics is not None:
+        from ..metrics import BadAddress, parse_address  # (prometheus_client: only now)
+        try:
+            metrics_address = parse_address(metrics)
+        except BadAddress as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--metrics'") from None
     if children and not pid:
         raise typer.BadParameter("follows the processes given with -p", param_hint="'--children'")
     if wait_tree and not (command or children):
@@ -486,11 +522,14 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         if problem:
             print(f"echo-open: {problem[1]}: {command[0]}", file=sys.stderr)
             raise typer.Exit(problem[0])
-        output_fd = _open_output(output_file)  # before COMMAND exists: it must not run
+        output_fd = _open_output(output_file, max_size, max_files)  # before COMMAND exists
+        # a busy port: COMMAND never runs
+        metrics_server = _listen(metrics_address, output_fd, metrics_extra)
         child = _HeldCommand(command)
         pid = [child.pid]
     else:
-        output_fd = _open_output(output_file)
+        output_fd = _open_output(output_file, max_size, max_files)
+        metrics_server = _listen(metrics_address, output_fd, metrics_extra)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
@@ -500,13 +539,16 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
                           prefix_on_resolved=prefix_on is PrefixOn.resolved,
                           mntns=mntns, pidns=pidns, netns=netns_inode, cgroups=cgroup or (),
                           containers=container or ())
-        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths))
+        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths,
+                                        count_outcomes=metrics_server is not None))
     except InvalidSetting as exc:
         if child is not None:
             child.kill()
+        if metrics_server is not None:
+            metrics_server.close()
         raise typer.BadParameter(str(exc), param_hint=_OPTION_OF_SETTING.get(exc.setting)
                                  ) from None
-    return tracer, child, output_fd
+    return tracer, child, output_fd, metrics_server
 
 
 def _netns_inode(netns: str | None) -> int | None:
@@ -522,15 +564,37 @@ def _netns_inode(netns: str | None) -> int | None:
     return inode
 
 
-def _open_output(path: str | None) -> int:
-    """-o FILE opened (created, or truncated) for the events; stdout without -o."""
+def _open_output(path: str | None, max_size: int | None = None,
+                 max_files: int | None = None) -> int | EventFile:
+    """-o FILE opened (created, or truncated; with --max-size, rotated) for the events;
+    stdout's fd without -o."""
     if path is None:
         return sys.stdout.fileno()
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        return EventFile(path, max_size=max_size, max_files=max_files or DEFAULT_MAX_FILES)
     except OSError as exc:
         print(f"echo-open: output error: cannot open {path}: {exc.strerror}", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT) from None
+    except ValueError as exc:  # a size below a byte, a FIFO to rotate
+        raise typer.BadParameter(str(exc), param_hint="'--max-size'") from None
+
+
+def _listen(address: tuple[str, int] | None, output: int | EventFile,
+            extra: Callable[[], Mapping[str, int]] | None = None) -> MetricsServer | None:
+    """--metrics' server, listening (extra: --otlp's counts); one that cannot listen is
+    exit 73."""
+    if address is None:
+        return None
+    from ..metrics import MetricsServer
+    try:
+        return MetricsServer(address, extra=extra)
+    except OSError as exc:
+        if isinstance(output, EventFile):
+            output.close()
+        reason = exc.strerror or str(exc)
+        print(f"echo-open: --metrics: cannot listen on {address[0]}:{address[1]}: {reason}",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_CANT_LISTEN) from None
 
 
 def _command_problem(name: str) -> tuple[int, str] | None:
@@ -545,6 +609,29 @@ def _command_problem(name: str) -> tuple[int, str] | None:
     if any(os.path.exists(path) and not os.path.isdir(path) for path in candidates):
         return EXIT_COMMAND_NOT_EXECUTABLE, "permission denied (not executable)"
     return EXIT_COMMAND_NOT_FOUND, "command not found"
+
+
+# a record's ts_ns (CLOCK_MONOTONIC), read at layout.EVENT_TS_OFFSET
+_TS = struct.Struct("<Q")
+
+
+class _ReopenOnHangup:
+    """With -o FILE, SIGHUP reopens FILE (logrotate renamed it) instead of ending the
+    tracer; the events go on into the new FILE, none lost."""
+
+    def __init__(self, output: int | EventFile) -> None:
+        self._file = output if isinstance(output, EventFile) else None
+        self._previous: object = None
+
+    def __enter__(self) -> _ReopenOnHangup:
+        if self._file is not None:
+            file = self._file
+            self._previous = signal.signal(signal.SIGHUP, lambda *_: file.request_reopen())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            signal.signal(signal.SIGHUP, self._previous)
 
 
 # how long a COMMAND may take to end on its own Ctrl-C before the tracer passes its SIGINT on
@@ -618,18 +705,21 @@ class _HeldCommand:
         return self.status if self.status >= 0 else 128 - self.status
 
 
-def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
-         duration: float | None, child: _HeldCommand | None = None, output_fd: int = 1,
-         wait_tree: bool = False) -> int:
+def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int | EventFile], _Output],
+         duration: float | None, child: _HeldCommand | None = None,
+         output_fd: int | EventFile = 1, wait_tree: bool = False,
+         metrics: MetricsServer | None = None) -> int:
     """Start tracing, hand every batch to what view makes (once attached), stop; the exit
     status."""
-    with _StopSignals() as stop:
+    with _StopSignals() as stop, _ReopenOnHangup(output_fd):
         try:
             try:
                 tracer.start()
             except BaseException:
                 if child is not None:
                     child.kill()
+                if metrics is not None:
+                    metrics.close()
                 raise
         except EnvironmentProblem as exc:
             print(f"echo-open: {exc}", file=sys.stderr)
@@ -650,6 +740,9 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
         output = view(tracer, stop, output_fd)
+        if metrics is not None:
+            metrics.serve(tracer, output)
+            print(f"echo-open: metrics at {metrics.url}", file=sys.stderr, flush=True)
         status = EXIT_OK
         try:
             _stream(tracer, output, duration, stop, child, wait_tree)
@@ -667,7 +760,11 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
             output.close()
             tracer.detach()
             stats = tracer.stats()
+            if metrics is not None:
+                metrics.close()  # no scrape may read the tracer being closed
             tracer.close()
+            if isinstance(output_fd, EventFile):
+                output_fd.close()
             if child is not None and child.held:  # output failed before the go
                 child.kill()
         _print_summary(stats, output.shown, output.verb)
@@ -694,30 +791,52 @@ class _Output:
     warns_drops = True    # losses are reported on stderr once a second
 
     def __init__(self, renderer: TableRenderer | JsonRenderer | None, wall_offset_ns: int,
-                 stop: _StopSignals, fd: int) -> None:
+                 stop: _StopSignals, fd: int | EventFile) -> None:
         self.renderer = renderer
         self.wall_offset_ns = wall_offset_ns
         self.shown = 0
+        self.lag_ns = 0  # at the last batch: how old its newest open was (--metrics)
+        self.newest_ts_ns = 0  # and that open's ts_ns
         self._stop = stop
         sys.stdout.flush()
-        self._fd = fd
+        # -o's file: written through, rotated and reopened by it (its fd changes)
+        self._file = fd if isinstance(fd, EventFile) else None
+        self._fd = fd.fileno() if isinstance(fd, EventFile) else fd
         # POLLERR/POLLHUP are reported without being asked for: the reader of a pipe went
         # away (`echo-open | head -1`), a terminal hung up
         self._watch = select.poll()
-        self._watch.register(self._fd, 0)
+        if self._file is None:
+            self._watch.register(self._fd, 0)
 
     def gone(self) -> bool:
         return bool(self._watch.poll(0))
 
+    def reopen_if_requested(self) -> None:
+        """-o's file after a SIGHUP: reopened at once, so logrotate sees a new file."""
+        if self._file is not None:
+            self._file.reopen_if_requested()
+
+    def take(self, batch: RecordBatch) -> None:
+        """A batch shown (or counted), and its lag noted."""
+        self.show(batch)
+        newest = (len(batch) - 1) * batch.head_size + layout.EVENT_TS_OFFSET
+        self.newest_ts_ns = _TS.unpack_from(batch.heads, newest)[0]
+        self.lag_ns = max(0, time.monotonic_ns() - self.newest_ts_ns)
+
     def _write(self, data: bytes | memoryview) -> None:
+        if self._file is not None:
+            self._file.write(data, self._write_to)
+        else:
+            self._write_to(self._fd, memoryview(data).cast("B"))
+
+    def _write_to(self, fd: int, view: memoryview) -> None:
         stop = self._stop
-        view = memoryview(data).cast("B")
         stop.writing = True
         try:
             while view:
                 if stop.cut_writes:
                     raise _OutputStalled
-                written = os.write(self._fd, view)
+                written = os.write(fd, view)
                 view = view[written:]
         finally:
             stop.writing = False
@@ -747,7 +866,7 @@ class _Output:
 
 
 def _events_view(renderer: TableRenderer | JsonRenderer
-                 ) -> Callable[[Tracer, _StopSignals, int], _Output]:
+                 ) -> Callable[[Tracer, _StopSignals, int | EventFile], _Output]:
     return lambda tracer, stop, fd: _Output(renderer, tracer.wall_offset_ns, stop, fd)
 
 
@@ -759,7 +878,8 @@ class _SummaryOutput(_Output):
 
     verb = "counted"
 
-    def __init__(self, tracer: Tracer, stop: _StopSignals, fd: int, *, json_out: bool,
+    def __init__(self, tracer: Tracer, stop: _StopSignals, fd: int | EventFile, *,
+                 json_out: bool,
                  interval: float | None, rows: int | None, sort: SortKey,
                  at_exit: bool) -> None:
         super().__init__(None, tracer.wall_offset_ns, stop, fd)
@@ -857,7 +977,7 @@ class _SummaryOutput(_Output):
 
 
 def _summary_view(json_out: bool, *, interval: float | None, rows: int | None, sort: SortKey,
-                  at_exit: bool) -> Callable[[Tracer, _StopSignals, int], _Output]:
+                  at_exit: bool) -> Callable[[Tracer, _StopSignals, int | EventFile], _Output]:
     return lambda tracer, stop, fd: _SummaryOutput(tracer, stop, fd, json_out=json_out,
                                                interval=interval, rows=rows, sort=sort,
                                                at_exit=at_exit)
@@ -899,6 +1019,7 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _Stop
             break
         if output.gone():
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+        output.reopen_if_requested()
         timeout = tracer.poll_interval
         limit = output.wait_limit()  # the next frame of a view
         if limit is not None:
@@ -909,7 +1030,7 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _Stop
                 break
         batch = tracer.read_records(timeout)
         if batch:
-            output.show(batch)
+            output.take(batch)
         if output.tick():  # `q` in the top view
             break
         now = time.monotonic()
@@ -922,7 +1043,7 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _Stop
     tracer.detach()
     stop.allow_writes_for(_WRITE_GRACE)
     for batch in tracer.drain_records():
-        output.show(batch)
+        output.take(batch)
     output.finish()
 
 
@@ -953,17 +1074,18 @@ def top(
         "--summary", help="At exit, also the whole run's counts.")] = False,
     ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
     verbose: VerboseOption = False,
+    metrics: MetricsOption = None,
     command: CommandArgument = None,
 ) -> None:
     """Which files, processes and errors, at what rate: opens counted each interval, the
     busiest first (q or Ctrl-C stops). The filters are the tracer's."""
-    tracer, child, output_fd = _make_tracer(
+    tracer, child, output_fd, metrics_server = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
-        command=command, resolve_paths=False,
+        command=command, resolve_paths=False, metrics=metrics,
         mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container)
     view = _summary_view(json_out, interval=interval, rows=rows, sort=sort, at_exit=summary)
-    raise typer.Exit(_run(tracer, view, duration, child, output_fd))
+    raise typer.Exit(_run(tracer, view, duration, child, output_fd, metrics=metrics_server))
 
 
 _BLOCKER_EXIT = {_doctor.Blocker.NOT_PERMITTED: EXIT_NOT_PERMITTED,
