@@ -418,3 +418,29 @@ def test_opentelemetry_is_not_imported_without_otlp():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           timeout=30, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_metrics_count_what_otlp_exported(tmp_path, receiver):
+    """--otlp and --metrics at once: the scrape's echo_open_otlp_records_total is the
+    exporter's own count of the records the collector took."""
+    from test_metrics import Traced, _until
+
+    collector = receiver()
+    (tmp_path / "there").write_text("x")
+    traced = Traced("--otlp", collector.url, "--path-prefix", f"{tmp_path}/")
+    try:
+        child = Child(*[f"openat:.:{tmp_path}/there"] * 5, f"open:{tmp_path}/missing")
+        child.go()
+        assert len(collector.wait_for(child.pid, 6)) == 6
+
+        def exported() -> dict[str, float]:
+            samples = traced.samples()
+            return {dict(labels)["outcome"]: value for (name, labels), value in samples.items()
+                    if name == "echo_open_otlp_records_total"}
+
+        counts = _until(lambda: (c := exported()).get("exported") == 6 and c)
+        assert counts == {"submitted": 6, "exported": 6, "dropped": 0}, exported()
+    finally:
+        status, err = traced.stop()
+    assert status == 0, err
+    assert "otlp: 6 events exported, 0 dropped" in err

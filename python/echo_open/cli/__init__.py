@@ -444,9 +444,9 @@ class _ExportingOutput:
     def __getattr__(self, name: str) -> object:
         return getattr(self._output, name)
 
-    def show(self, batch: RecordBatch) -> None:
+    def take(self, batch: RecordBatch) -> None:
         self._exporter.submit(batch, self._wall_offset_ns)
-        self._output.show(batch)
+        self._output.take(batch)
 
     def tick(self) -> bool:
         now = time.monotonic()
