@@ -35,43 +35,39 @@ def _unescape(field: str) -> str:
             .replace("\\134", "\\"))
 
 
-def mounts(mountinfo: str = _MOUNTINFO) -> list[Mount]:
-    """Every cgroup2 mount of this mount namespace, in mount order."""
-    found = []
+def _mount_entries(mountinfo: str) -> list[tuple[str, str, str]]:
+    """(root, mount point, filesystem type) of every line of a mountinfo file, in mount
+    order; none if it cannot be read."""
+    entries = []
     try:
         with open(mountinfo, encoding="utf-8", errors="surrogateescape") as lines:
             for line in lines:
                 fields = line.split()
                 try:
-                    sep = fields.index("-")
+                    sep = fields.index("-")  # optional fields end with a lone "-"
                 except ValueError:
                     continue
-                if fields[sep + 1] == "cgroup2":
-                    found.append(Mount(_unescape(fields[4]), _unescape(fields[3])))
+                entries.append((_unescape(fields[3]), _unescape(fields[4]), fields[sep + 1]))
     except OSError:
         pass
-    return found
+    return entries
+
+
+def mounts(mountinfo: str = _MOUNTINFO) -> list[Mount]:
+    """Every cgroup2 mount of this mount namespace, in mount order."""
+    return [Mount(point, root) for root, point, fstype in _mount_entries(mountinfo)
+            if fstype == "cgroup2"]
 
 
 def mount_of(path: str, mountinfo: str = _MOUNTINFO) -> tuple[str, str] | None:
     """(mount point, filesystem type) of the mount that holds ``path``."""
     real = os.path.realpath(path)
     best: tuple[str, str] | None = None
-    try:
-        with open(mountinfo, encoding="utf-8", errors="surrogateescape") as lines:
-            for line in lines:
-                fields = line.split()
-                try:
-                    sep = fields.index("-")
-                except ValueError:
-                    continue
-                point = _unescape(fields[4])
-                inside = real == point or real.startswith(point.rstrip("/") + "/")
-                # the last mount on the longest prefix is the one on top
-                if inside and (best is None or len(point) >= len(best[0])):
-                    best = (point, fields[sep + 1])
-    except OSError:
-        return None
+    for _, point, fstype in _mount_entries(mountinfo):
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        # the last mount on the longest prefix is the one on top
+        if inside and (best is None or len(point) >= len(best[0])):
+            best = (point, fstype)
     return best
 
 
