@@ -56,12 +56,14 @@ _DIRECT_FINISHER = "finish_open_direct"
 DIRECT_LOADS_KFUNC = "bpf_rdonly_cast"
 
 
-def default_object_path(direct: bool = False) -> Path:
-    """The prebuilt BPF object shipped inside the package (the direct-loads build with
-    ``direct``), or another build of it named by $ECHO_OPEN_BPF_OBJECT (to try a rebuilt
-    object with the CLI; the tests use it)."""
+def default_object_path(direct: bool | None = None) -> Path:
+    """The prebuilt BPF object shipped inside the package: the direct-loads build or the
+    probe-read one (None: the one this kernel can load); or another build of it named by
+    $ECHO_OPEN_BPF_OBJECT (to try a rebuilt object with the CLI; the tests use it)."""
     if override := os.environ.get(OBJECT_PATH_VARIABLE):
         return Path(override)
+    if direct is None:
+        direct = kernel_has_direct_loads()
     return Path(str(importlib.resources.files("echo_open") / "bpf" / _OBJECT_FILES[direct]))
 
 
@@ -304,9 +306,7 @@ class Tracer:
         if self.object_path or os.environ.get(OBJECT_PATH_VARIABLE):
             return self.object_path or default_object_path()
         direct = self.tuning.direct_loads
-        if direct is None:
-            direct = kernel_has_direct_loads()
-        elif direct and not kernel_has_direct_loads():
+        if direct and not kernel_has_direct_loads():
             raise InvalidSetting("direct_loads", f"direct_loads needs the {DIRECT_LOADS_KFUNC} "
                                  "kfunc (Linux 6.2 and later): this kernel has none")
         return default_object_path(direct)
