@@ -22,7 +22,7 @@ from echo_open._layout import lib as _c
 
 from . import layout, system
 from .events import OpenEvent, decode_batch
-from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
+from .loader import BPFError, BPFObject, Link, LoadError, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
 # (tracepoint/CATEGORY/EVENT, tp_btf/EVENT). What the tracer knows of them:
@@ -280,7 +280,7 @@ class Tracer:
                 raise system.NoTracefs(
                     f"none of the open syscalls' tracepoints is in {tracefs}/events/syscalls "
                     "(a kernel without CONFIG_FTRACE_SYSCALLS?): nothing could be traced")
-            obj.load()
+            obj = self._load(obj, tracefs)
             self._fill_filter_maps(obj)
             # a batch of 2048 short records or 250 whole 8 KiB ones: big enough to
             # amortise a call, small enough that its rendered text stays a few MiB
@@ -299,6 +299,28 @@ class Tracer:
             raise
         self._obj = obj
         return self
+
+    def _load(self, obj: BPFObject, tracefs: Path) -> BPFObject:
+        """Load the configured object; the loaded one. Where the kernel has the kfunc but
+        refuses the direct build anyway (a verifier of its own), and the build was the
+        kernel's choice, the probe-read build is loaded instead: never a failure for it."""
+        fallback = (self.direct_loads and self.tuning.direct_loads is None
+                    and not (self.object_path or os.environ.get(OBJECT_PATH_VARIABLE)))
+        try:
+            obj.load()
+            return obj
+        except LoadError:
+            if not fallback:
+                raise
+        obj.close()
+        probe = BPFObject.open(default_object_path(False))
+        try:
+            self.configure(probe, tracefs)
+            probe.load()
+        except BaseException:
+            probe.close()
+            raise
+        return probe
 
     def chosen_object_path(self) -> Path:
         """The object start() loads: ``object_path`` or $ECHO_OPEN_BPF_OBJECT as given,
