@@ -9,8 +9,11 @@ that child are compared field by field (resolved path, how, status bits, namespa
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
+import sys
+import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +35,7 @@ from echo_open.system import kernel_has_function, kernel_version
 from echo_open.tracer import DIRECT_LOADS_KFUNC, InvalidSetting, default_object_path
 
 HAS_DIRECT = kernel_has_function(DIRECT_LOADS_KFUNC)
+HERE = Path(__file__).resolve().parent
 
 
 # ---- which build a kernel gets
@@ -81,6 +85,50 @@ def test_doctor_names_the_build():
     assert finding.found.startswith("direct loads" if HAS_DIRECT else "probe reads")
     (load,) = [f for f in findings if f.check == "load"]
     assert load.found.startswith(default_object_path().name + ":")
+
+
+def test_a_direct_build_the_kernel_refuses_falls_back_to_probe_reads(tmp_path):
+    """Where the kernel has the kfunc but its verifier refuses the direct build (built here
+    without -mcpu=v3, which loses bounds the verifier needs), the tracer's own choice falls
+    back to the probe-read build and traces; asked for by name, the refusal is the error."""
+    import echo_open
+
+    if not HAS_DIRECT:
+        pytest.skip(f"this kernel has no {DIRECT_LOADS_KFUNC}: the direct build is never tried")
+    site = Path(echo_open.__file__).parent.parent
+    copy = tmp_path / "site"
+    shutil.copytree(site / "echo_open", copy / "echo_open")
+    if (site / "echo_open.libs").is_dir():  # the wheel's libbpf, found through the RPATH
+        shutil.copytree(site / "echo_open.libs", copy / "echo_open.libs")
+    root = HERE.parent
+    refused = copy / "echo_open" / "bpf" / "echo_open_direct.bpf.o"
+    build = subprocess.run(
+        ["clang", "-g", "-O2", "-target", "bpf", "-D__TARGET_ARCH_x86", "-DEO_DIRECT_LOADS=1",
+         f"-I{root}/bpf", f"-I{root}/vmlinux/x86", "-c", str(root / "bpf/echo_open.bpf.c"),
+         "-o", str(refused)], capture_output=True, text=True, timeout=300)
+    if build.returncode:
+        pytest.fail(f"the object did not build: {build.stderr[-2000:]}")
+    program = textwrap.dedent("""
+        import os, sys
+        from echo_open import Filters, Tracer, Tuning
+        from echo_open.loader import LoadError
+        with Tracer(Filters(pids=[os.getpid()]), exclude_self=False) as tracer:
+            os.open(sys.argv[1], os.O_RDONLY)
+            seen = [e.resolved for e in tracer.events(timeout=1.0) if e.path == sys.argv[1]]
+            print(tracer.direct_loads, seen)
+        try:
+            Tracer(tuning=Tuning(direct_loads=True)).start()
+            print("loaded")
+        except LoadError:
+            print("refused")
+        """)
+    (tmp_path / "file").write_text("x")
+    done = subprocess.run([sys.executable, "-c", program, str(tmp_path / "file")],
+                          capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(copy)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        f"False {[real(tmp_path / 'file')]}", "refused"]
 
 
 # ---- the same opens through both builds
