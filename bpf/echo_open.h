@@ -20,6 +20,7 @@
 #define EO_MAX_PREFIXES 8     /* --path-prefix values */
 #define EO_PREFIX_MAX 256     /* bytes of one prefix, NUL included */
 #define EO_MAX_FILTER_IDS 1024 /* entries of the pid and tid filter maps */
+#define EO_MAX_CGROUPS 16     /* slots of the cgroup filter array: --cgroup and --container dirs */
 #define EO_DEFAULT_RING_SIZE 4194304 /* bytes of ring buffer: 4 MiB unless configured */
 #define EO_MIN_RING_SIZE 65536       /* the sizes the loader accepts: powers of two, */
 #define EO_MAX_RING_SIZE 1073741824  /* 64 KiB to 1 GiB */
@@ -32,6 +33,18 @@ enum eo_syscall {
 	EO_SYS_CREAT = 3,
 	EO_SYS_OPEN_BY_HANDLE_AT = 4,
 	EO_SYS_IO_URING = 5,
+};
+#define EO_SYSCALL_COUNT 6    /* values of enum eo_syscall */
+
+/* Slots of the per-CPU "outcomes" map (with eo_config.count_outcomes): one row of
+ * EO_ERRNO_SLOTS per syscall, slot 0 success, slot N errno N, the last one every
+ * errno from EO_ERRNO_SLOTS - 1 up (Linux's errnos end at 133). */
+#define EO_ERRNO_SLOTS 136
+#define EO_OUTCOME_SLOTS 816  /* EO_SYSCALL_COUNT * EO_ERRNO_SLOTS (a number for cffi) */
+
+/* The one value of "outcomes" (per CPU): traced opens per slot. */
+struct eo_outcomes {
+	__u64 count[EO_OUTCOME_SLOTS];
 };
 
 /* Where the resolved path came from. */
@@ -94,7 +107,11 @@ struct eo_event {
 	__u8 resolved_how;   /* enum eo_resolved_how */
 	__u16 status;        /* EO_ST_* */
 	char comm[EO_COMM_LEN];
-	__u32 pad;
+	__u32 pidns;         /* pid namespace inode of the opener (its own, not its children's) */
+	__u32 netns;         /* network namespace inode */
+	__u32 userns;        /* user namespace inode (of its credentials) */
+	__u32 nspid;         /* pid (thread group id) as seen inside pidns */
+	__u64 cgroup_id;     /* cgroup v2 id (kernfs inode of the cgroup directory) */
 };
 
 /* Settings, written into .rodata.config before load; the verifier sees them
@@ -119,7 +136,15 @@ struct eo_config {
 	__u8 follow_forks;    /* with filter_pid: a new process of a traced pid is traced too */
 	__u8 watch_fd_reuse;  /* the fd_reuse_* programs run: mark unsure only the resolutions
 			         another task's fd change overlapped */
-	__u8 pad[4];
+	__u8 filter_mntns;    /* the opener's mount namespace must be mntns */
+	__u8 filter_pidns;    /* ... its pid namespace pidns */
+	__u8 filter_netns;    /* ... its network namespace netns */
+	__u8 count_outcomes;  /* count traced opens by syscall and result in "outcomes" */
+	__u32 mntns;
+	__u32 pidns;
+	__u32 netns;
+	__u16 cgroup_slots;   /* --cgroup: under one of these slots of the cgroups array */
+	__u16 container_slots; /* --container: and under one of these (bit i: slot i) */
 	char comm_match[EO_COMM_LEN];
 	__u16 prefix_len[EO_MAX_PREFIXES];
 	char prefix[EO_MAX_PREFIXES][EO_PREFIX_MAX];

@@ -288,6 +288,7 @@ struct record {
 	const unsigned char *resolved;  /* NULL: nothing resolved */
 	size_t resolved_len;
 	__int128 wall_ns;      /* ts_ns + the offset, without overflow (as in Python) */
+	const struct eor_cgroup *cgroup;  /* with json or print_container */
 };
 
 /* OpenEvent.resolved_bytes, or 0 when only Python's normalisation can say. */
@@ -349,6 +350,16 @@ static char *put_table_row(char *p, struct eor_options *opt, const struct record
 		start = p;
 		p = put_u64(p, ev->uid);
 		p = pad_from(start, p, 7);
+		*p++ = ' ';
+	}
+	if (opt->print_container) {
+		start = p;
+		if (r->cgroup->has_container)
+			p = put_escaped(p, (const unsigned char *)r->cgroup->container,
+					r->cgroup->short_len, ESC_FIELD);
+		else
+			*p++ = '-';
+		p = pad_from(start, p, 12);
 		*p++ = ' ';
 	}
 	start = p;
@@ -436,6 +447,21 @@ static char *put_json_value(char *p, struct eor_options *opt, const struct recor
 	case EOR_JSON_UID: return put_u64(p, ev->uid);
 	case EOR_JSON_GID: return put_u64(p, ev->gid);
 	case EOR_JSON_MNTNS: return put_u64(p, ev->mntns);
+	case EOR_JSON_PIDNS: return put_u64(p, ev->pidns);
+	case EOR_JSON_NETNS: return put_u64(p, ev->netns);
+	case EOR_JSON_USERNS: return put_u64(p, ev->userns);
+	case EOR_JSON_NSPID: return put_u64(p, ev->nspid);
+	case EOR_JSON_CGROUP_ID: return put_u64(p, ev->cgroup_id);
+	case EOR_JSON_CGROUP:
+		if (!r->cgroup->has_path)
+			return PUT_LITERAL(p, "null");
+		return put_json_string(p, (const unsigned char *)r->cgroup->path,
+				       r->cgroup->path_len);
+	case EOR_JSON_CONTAINER:
+		if (!r->cgroup->has_container)
+			return PUT_LITERAL(p, "null");
+		return put_json_string(p, (const unsigned char *)r->cgroup->container,
+				       r->cgroup->container_len);
 	case EOR_JSON_COMM: return put_json_string(p, r->comm, r->comm_len);
 	case EOR_JSON_SYSCALL:
 		*p++ = '"';
@@ -501,7 +527,7 @@ uint64_t eor_max_line(uint64_t tail_size)
 {
 	/* every shown byte can grow to 6 (\u00NN); the rest: keys, numbers, flag names */
 	return 2048 + EOR_JSON_MAX_FIELDS * EOR_JSON_KEY_LEN + EOR_MAX_FLAG_NAMES * EOR_NAME_LEN +
-	       6 * (EO_COMM_LEN + 2 * tail_size);
+	       6 * (EO_COMM_LEN + 2 * tail_size + EOR_CGROUP_PATH_LEN + 2 * EOR_CONTAINER_LEN);
 }
 
 int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
@@ -543,6 +569,16 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 		r.path_len = path_len;
 		r.wall_ns = (__int128)r.ev.ts_ns + opt->wall_offset_ns;
 
+		if (opt->json || opt->print_container) {
+			const struct eor_cgroup *cg = &opt->cgroups[r.ev.cgroup_id % EOR_CGROUP_SLOTS];
+
+			if (!cg->state || cg->id != r.ev.cgroup_id)
+				return EOR_CGROUP;
+			if (cg->state != 1 || cg->path_len > EOR_CGROUP_PATH_LEN ||
+			    cg->container_len > EOR_CONTAINER_LEN || cg->short_len > cg->container_len)
+				return EOR_SLOW;
+			r.cgroup = cg;
+		}
 		shows_resolved = opt->json || opt->resolved;
 		if (has_high_byte(r.comm, r.comm_len) || has_high_byte(r.path, r.path_len))
 			return EOR_SLOW;
@@ -552,7 +588,9 @@ int eor_render(struct eor_options *opt, const char *heads, uint64_t heads_len,
 
 			if (!find_resolved(&r, raw, raw_len))
 				return EOR_SLOW;
-			if (r.resolved && r.resolved != r.path &&
+			/* (the path itself was checked above; an empty path's pointer is also
+			 * where the resolved part starts: the lengths tell them apart) */
+			if (r.resolved && (r.resolved != r.path || r.resolved_len != r.path_len) &&
 			    has_high_byte(r.resolved, r.resolved_len))
 				return EOR_SLOW;
 		}

@@ -21,6 +21,9 @@
 #define EOR_SYSCALL_NAMES 8
 #define EOR_JSON_MAX_FIELDS 48 /* keys of a JSON line */
 #define EOR_JSON_KEY_LEN 32    /* one key as written: ,"name": with its NUL */
+#define EOR_CGROUP_SLOTS 256   /* cgroup id -> text cache, direct-mapped: slot id % this */
+#define EOR_CGROUP_PATH_LEN 512
+#define EOR_CONTAINER_LEN 80
 
 /* How rendering stopped (eor_render's return value). */
 enum eor_stop {
@@ -29,6 +32,8 @@ enum eor_stop {
 	EOR_FULL = 2,       /* the output buffer has no room for cursor.record */
 	EOR_BAD = 3,        /* cursor.record lies outside the buffers given, is too long,
 	                       or its path lengths do not add up to its tail */
+	EOR_CGROUP = 4,     /* cursor.record's cgroup id is not in opt.cgroups: Python fills
+	                       its slot and calls again */
 };
 
 /*
@@ -45,7 +50,22 @@ enum eor_json_field {
 	EOR_JSON_ERROR, EOR_JSON_TRUNCATED, EOR_JSON_RESOLVED_TRUNCATED,
 	EOR_JSON_RESOLVED_CANONICAL, EOR_JSON_RESOLVED_DELETED, EOR_JSON_RESOLVED_ANONYMOUS,
 	EOR_JSON_RESOLVED_MNTNS, EOR_JSON_PATH, EOR_JSON_PATH_B64, EOR_JSON_RESOLVED,
-	EOR_JSON_RESOLVED_B64, EOR_JSON_RESOLVED_UNSURE,
+	EOR_JSON_RESOLVED_B64, EOR_JSON_RESOLVED_UNSURE, EOR_JSON_PIDNS, EOR_JSON_NETNS,
+	EOR_JSON_USERNS, EOR_JSON_NSPID, EOR_JSON_CGROUP_ID, EOR_JSON_CGROUP, EOR_JSON_CONTAINER,
+};
+
+/* What Python found for a cgroup id (cgroups.path_of, containers.container_of). */
+struct eor_cgroup {
+	uint64_t id;
+	uint8_t state;          /* 0: empty; 1: rendered here; 2: its records go to Python
+	                           (a path or name C does not escape, or too long) */
+	uint8_t has_path;       /* else the path is unknown: null */
+	uint8_t has_container;  /* else outside containers: null, and "-" in the table */
+	uint8_t short_len;      /* the table shows container[0..short_len) */
+	uint16_t path_len;
+	uint16_t container_len;
+	char path[EOR_CGROUP_PATH_LEN];
+	char container[EOR_CONTAINER_LEN];
 };
 
 struct eor_flag_name {
@@ -62,7 +82,8 @@ struct eor_options {
 	uint8_t uid;              /* table: UID column */
 	uint8_t extended;         /* table: SYSCALL FLAGS MODE, and PATH -> RESOLVED */
 	uint8_t resolved;         /* table: the resolved path */
-	uint8_t pad[3];
+	uint8_t print_container;  /* table: CONTAINER column */
+	uint8_t pad[2];
 	uint32_t n_flag_names;
 	char access_names[4][EOR_NAME_LEN];       /* flags & O_ACCMODE */
 	struct eor_flag_name flag_names[EOR_MAX_FLAG_NAMES]; /* in print order */
@@ -76,6 +97,7 @@ struct eor_options {
 	int64_t clock_second;
 	uint32_t clock_len;
 	char clock_text[40];
+	struct eor_cgroup cgroups[EOR_CGROUP_SLOTS];  /* with json or print_container */
 };
 
 /* Where rendering is in a batch; eor_render moves it forward. */

@@ -9,17 +9,19 @@
  */
 #include <fcntl.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 static const char *path_a;
-static volatile int done;
+static volatile int done, started;
 static int fd_b;
 
 static void *idler(void *arg)
 {
 	(void)arg;
+	started = 1;
 	while (!done)
 		getppid();
 	return NULL;
@@ -28,6 +30,7 @@ static void *idler(void *arg)
 static void *replacer(void *arg)
 {
 	(void)arg;
+	started = 1;
 	while (!done) {
 		dup2(fd_b, fd_b + 1);
 		close(fd_b + 1);
@@ -50,6 +53,8 @@ int main(int argc, char **argv)
 		return 1;
 	if (threaded)
 		pthread_create(&thread, NULL, threaded == 2 ? idler : replacer, NULL);
+	while (threaded && !started)   /* the opens overlap a running second thread */
+		sched_yield();
 	for (long i = 0; i < opens; i++) {
 		int fd = open(path_a, O_RDONLY);
 		if (fd >= 0)

@@ -234,7 +234,9 @@ def test_hostile_filenames_cannot_forge_or_hide_lines(tmp_path):
 
 JSON_TYPES = {
     "ts_ns": int, "time": str, "latency_ns": int, "pid": int, "tid": int, "ppid": int,
-    "uid": int, "gid": int, "mntns": int, "comm": str, "comm_b64": (str, type(None)),
+    "uid": int, "gid": int, "mntns": int, "pidns": int, "netns": int, "userns": int,
+    "nspid": int, "cgroup_id": int, "cgroup": (str, type(None)), "container": (str, type(None)),
+    "comm": str, "comm_b64": (str, type(None)),
     "syscall": str, "dfd": int, "flags": int, "flags_text": str, "mode": int, "resolve": int,
     "ret": int, "fd": (int, type(None)), "errno": (int, type(None)),
     "error": (str, type(None)), "truncated": bool, "resolved_truncated": bool,

@@ -395,12 +395,13 @@ def test_unsure_is_a_json_key_and_a_table_mark(fd_race, tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
     a.write_text("a")
     b.write_text("b")
-    command = ["--", str(fd_race), str(a), str(b), "2000", "1"]
+    # enough opens that some overlap the other thread's dup2/close even on a loaded host
+    command = ["--", str(fd_race), str(a), str(b), "20000", "1"]
     done = subprocess.run([ECHO_OPEN, "--json", *command], input="go\n", capture_output=True,
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     events = [e for line in done.stdout.splitlines() if (e := json.loads(line))["path"] == str(a)]
-    assert len(events) == 2000
+    assert len(events) == 20000
     assert any(e["resolved_unsure"] for e in events)
     assert all(e["resolved_unsure"] for e in events if e["resolved"] == str(b))
     done = subprocess.run([ECHO_OPEN, "-e", "-F", *command], input="go\n", capture_output=True,
@@ -409,8 +410,8 @@ def test_unsure_is_a_json_key_and_a_table_mark(fd_race, tmp_path):
     # PATH -> RESOLVED: the open of a, and what its fd's slot held at exit
     resolved = [line.split(f"{a} -> ", 1)[1] for line in done.stdout.splitlines()
                 if f"{a} -> " in line]
-    assert len(resolved) == 2000
-    assert any(text == f"(unsure){a}" for text in resolved)
+    assert len(resolved) == 20000
+    assert any(text.startswith("(unsure)") for text in resolved)
     assert all(text in (str(a), f"(unsure){a}", f"(unsure){b}") for text in resolved)
 
 

@@ -4,12 +4,14 @@ records must give the same bytes. Pure formatting: records built in memory."""
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from array import array
 
 import pytest
 
 from echo_open._layout import lib as c
+from echo_open._render import lib as render_lib
 from echo_open.events import decode_batch
 from echo_open.layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT
 from echo_open.loader import RecordBatch
@@ -152,3 +154,42 @@ def test_sizes_that_are_not_uint32_are_refused():
     with pytest.raises(ValueError, match="array"):
         rendered_in_c(JsonRenderer(), RecordBatch(EVENT_SIZE, batch.heads, batch.tails,
                                                   array("Q", batch.tail_sizes)))
+
+
+# cgroup ids as the kernel reports them, and the paths a cgroup2 walk would find for them
+_CONTAINER_HEX = "0123456789abcdef" * 4
+_CGROUP_PATHS = {
+    1: "/", 7: f"/system.slice/docker-{_CONTAINER_HEX}.scope",
+    8: f"/kubepods/besteffort/pod1/{_CONTAINER_HEX}/sub",
+    9: "/machine.slice/machine-box\\x2d1.scope", 10: "/machine.slice/machine-caf\u00e9.scope",
+    11: "/user.slice/caf\u00e9", 12: "/deep" * 200 + f"/docker-{_CONTAINER_HEX}.scope",
+    13: '/machine.slice/machine-q"uote.scope',
+}
+
+
+@pytest.mark.parametrize("renderer", [
+    lambda: TableRenderer(print_container=True), lambda: TableRenderer(
+        print_container=True, uid=True, extended=True, resolved=True), JsonRenderer],
+    ids=["table-C", "table-C-everything", "json"])
+def test_cgroups_and_containers_from_c_equal_the_reference(monkeypatch, renderer):
+    # the resolver is the system's part (test_namespaces.py); here only the formatting
+    from echo_open import cgroups, render
+
+    monkeypatch.setattr(cgroups, "path_of", _CGROUP_PATHS.get)
+    monkeypatch.setattr(render, "_cgroup_path", _CGROUP_PATHS.get)
+    rng = random.Random(11)
+    records = []
+    for _ in range(2000):
+        head, tail = record(rng)
+        fields = list(EVENT_STRUCT.unpack(head))
+        # the ids above, an unknown one, and ones that share a cache slot
+        slots = render_lib.EOR_CGROUP_SLOTS
+        fields[EVENT_FIELDS.index("cgroup_id")] = rng.choice(
+            [*_CGROUP_PATHS, 0, 99, 7 + slots, 1 + 5 * slots])
+        records.append((EVENT_STRUCT.pack(*fields), tail))
+    batch = batch_of(records)
+    assert rendered_in_c(renderer(), batch) == rendered_in_python(renderer(), batch)
+    if isinstance(renderer(), JsonRenderer):
+        shown = {json.loads(line)["container"]
+                 for line in rendered_in_c(renderer(), batch).splitlines()}
+        assert shown == {None, _CONTAINER_HEX, "box-1", "caf\u00e9", 'q"uote'}

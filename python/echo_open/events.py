@@ -9,6 +9,7 @@ from collections import namedtuple
 
 from echo_open._layout import lib as _c
 
+from .containers import Container, container_of
 from .flags import errno_name, flags_text
 from .layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT, MAX_TAIL
 from .loader import RecordBatch
@@ -82,6 +83,11 @@ class OpenEvent(_EventFields):
     resolved_how: int
     status: int
     comm_raw: bytes
+    pidns: int
+    netns: int
+    userns: int
+    nspid: int
+    cgroup_id: int
     path_bytes: bytes
     resolved_raw: bytes
     wall_ns: int
@@ -96,6 +102,29 @@ class OpenEvent(_EventFields):
     @property
     def comm(self) -> str:
         return self.comm_bytes.decode("utf-8", "surrogateescape")
+
+    # ---- where it ran: namespaces and cgroup
+
+    @property
+    def cgroup(self) -> str | None:
+        """The opener's cgroup v2 path ("/system.slice/x.scope"), found from
+        ``cgroup_id`` in the cgroup2 hierarchy (cached); None if it is not there (gone,
+        or no cgroup2 mount shows it). The root cgroup is "/" even without a mount."""
+        from .cgroups import path_of
+
+        return path_of(self.cgroup_id)
+
+    @property
+    def container_info(self) -> Container | None:
+        """The container the opener's cgroup belongs to (containers.container_of)."""
+        return container_of(self.cgroup)
+
+    @property
+    def container(self) -> str | None:
+        """The container's full id (64 hex digits; an nspawn machine's name), or None
+        outside containers."""
+        found = container_of(self.cgroup)
+        return None if found is None else found.id
 
     # ---- result
 

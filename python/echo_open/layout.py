@@ -44,11 +44,13 @@ def struct_format(ctype: str) -> tuple[struct.Struct, tuple[str, ...]]:
 
 EVENT_STRUCT, EVENT_FIELDS = struct_format("struct eo_event")
 EVENT_SIZE = EVENT_STRUCT.size
+EVENT_TS_OFFSET = ffi.offsetof("struct eo_event", "ts_ns")  # for a record's age
 PATH_MAX = lib.EO_PATH_MAX
 COMM_LEN = lib.EO_COMM_LEN
 MAX_PREFIXES = lib.EO_MAX_PREFIXES
 PREFIX_MAX = lib.EO_PREFIX_MAX
 MAX_FILTER_IDS = lib.EO_MAX_FILTER_IDS
+MAX_CGROUPS = lib.EO_MAX_CGROUPS
 MAX_TAIL = lib.EO_MAX_TAIL  # what one record may carry after its header
 DEFAULT_RING_SIZE = lib.EO_DEFAULT_RING_SIZE
 MIN_RING_SIZE = lib.EO_MIN_RING_SIZE

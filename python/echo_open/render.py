@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import datetime as _dt
+import os
 from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii as _json_string
@@ -35,9 +36,11 @@ from operator import attrgetter
 from echo_open._render import ffi as _ffi
 from echo_open._render import lib as _c
 
+from .cgroups import path_of as _cgroup_path
+from .containers import container_of
 from .events import SYSCALL_NAMES, OpenEvent, decode_batch
 from .flags import errno_name, flags_text_table
-from .layout import EVENT_SIZE, MAX_TAIL
+from .layout import EVENT_FIELDS, EVENT_SIZE, EVENT_STRUCT, MAX_TAIL
 from .loader import RecordBatch
 
 # bytes that print as themselves; deleting them from a path leaves nothing when it is
@@ -149,6 +152,40 @@ def _set_name(field, name: str) -> None:
     field[0:len(raw)] = raw
 
 
+_I_CGROUP_ID = EVENT_FIELDS.index("cgroup_id")
+
+
+def container_column(event: OpenEvent) -> str:
+    """The table's CONTAINER text: the short id (12 hex digits; a machine name whole),
+    "-" outside containers."""
+    found = event.container_info
+    return "-" if found is None else escape(found.short_id.encode(), field=True)
+
+
+def _fill_cgroup_slot(slot, cgroup_id: int) -> None:
+    """What the C formatter shows for a cgroup id, in its cache slot."""
+    path = _cgroup_path(cgroup_id)
+    container = container_of(path)
+    raw_path = b"" if path is None else os.fsencode(path)
+    raw_id = b"" if container is None else container.id.encode("utf-8", "surrogateescape")
+    short = b"" if container is None else container.short_id.encode("utf-8", "surrogateescape")
+    slot.id = cgroup_id
+    slot.has_path = path is not None
+    slot.has_container = container is not None
+    # C escapes ASCII only; anything else (or too long for the slot) Python renders
+    if (len(raw_path) > _c.EOR_CGROUP_PATH_LEN or len(raw_id) > _c.EOR_CONTAINER_LEN
+            or not raw_path.isascii() or not raw_id.isascii()):
+        slot.state = 2
+        slot.path_len = slot.container_len = slot.short_len = 0
+        return
+    slot.state = 1
+    slot.path[0:len(raw_path)] = raw_path
+    slot.path_len = len(raw_path)
+    slot.container[0:len(raw_id)] = raw_id
+    slot.container_len = len(raw_id)
+    slot.short_len = len(short)
+
+
 class _BatchRenderer:
     """``render_batch``: a raw batch to text through csrc/render.c."""
 
@@ -204,6 +241,12 @@ class _BatchRenderer:
                                  sizes, count, cursor, out, _OUT_BYTES)
             if stop == _c.EOR_DONE:
                 break
+            if stop == _c.EOR_CGROUP:
+                # a cgroup not seen yet (or evicted): found once, then C goes on
+                head = EVENT_STRUCT.unpack_from(batch.heads, cursor.record * EVENT_SIZE)
+                cgroup_id = head[_I_CGROUP_ID]
+                _fill_cgroup_slot(options.cgroups[cgroup_id % _c.EOR_CGROUP_SLOTS], cgroup_id)
+                continue
             if stop == _c.EOR_BAD:
                 raise ValueError(f"record {cursor.record} of the batch lies outside its "
                                  f"buffers, is longer than {MAX_TAIL} bytes after its head, "
@@ -231,9 +274,11 @@ class TableRenderer(_BatchRenderer):
     """opensnoop-style columns; the path (or paths) last."""
 
     def __init__(self, *, timestamp: bool = False, uid: bool = False, extended: bool = False,
-                 resolved: bool = False, own_mntns: int = 0) -> None:
+                 resolved: bool = False, own_mntns: int = 0,
+                 print_container: bool = False) -> None:
         self.timestamp = timestamp
         self.uid = uid
+        self.print_container = print_container
         self.extended = extended
         self.resolved = resolved
         self.own_mntns = own_mntns
@@ -241,7 +286,8 @@ class TableRenderer(_BatchRenderer):
         # the columns before the path repeat (a process opening with the same
         # flags and outcome): formatted once per distinct combination
         self._columns = _Memo(attrgetter("tid", "pid", "uid", "comm_raw", "ret", "status",
-                                         "syscall_id", "flags", "mode"), self._columns_text)
+                                         "syscall_id", "flags", "mode", "cgroup_id"),
+                              self._columns_text)
         self._marks = _Memo(attrgetter("status", "resolved_how", "resolved_mntns"),
                             lambda e: resolved_marks(e, own_mntns))
 
@@ -251,6 +297,8 @@ class TableRenderer(_BatchRenderer):
             cols.append(f"{'TIME':<15} ")
         if self.uid:
             cols.append(f"{'UID':<7} ")
+        if self.print_container:
+            cols.append(f"{'CONTAINER':<12} ")
         cols.append(f"{'PID':<7} {'TID':<7} {'COMM':<16} {'FD':>3} {'ERR':<7} ")
         if self.extended:
             cols.append(f"{'SYSCALL':<8} {'FLAGS':<24} {'MODE':<6} ")
@@ -265,12 +313,15 @@ class TableRenderer(_BatchRenderer):
     def _configure(self, options) -> None:
         options.timestamp = self.timestamp
         options.uid = self.uid
+        options.print_container = self.print_container
         options.extended = self.extended
         options.resolved = self.resolved
         options.own_mntns = self.own_mntns
 
     def _columns_text(self, e: OpenEvent) -> str:
         uid = f"{e.uid:<7} " if self.uid else ""
+        if self.print_container:
+            uid += f"{container_column(e):<12} "
         if e.ret < 0:
             outcome = f"{-1:>3} {e.error:<7} "
         else:
@@ -319,6 +370,11 @@ def _text_fields(raw: bytes | None) -> tuple[str, str]:
     except UnicodeDecodeError:
         return (_json_string(raw.decode("utf-8", "replace")),
                 '"' + base64.b64encode(raw).decode("ascii") + '"')
+
+
+def _optional_text(text: str | None) -> str:
+    """A name the system gave (a cgroup path, a container id) as JSON text, or null."""
+    return "null" if text is None else _text_fields(os.fsencode(text))[0]
 
 
 def _bool(value: bool) -> str:
@@ -370,6 +426,13 @@ JSON_FIELDS: tuple[JsonField, ...] = (
     JsonField("uid", lambda e: f"{e.uid}", repeats=True),
     JsonField("gid", lambda e: f"{e.gid}", repeats=True),
     JsonField("mntns", lambda e: f"{e.mntns}", repeats=True),
+    JsonField("pidns", lambda e: f"{e.pidns}", repeats=True),
+    JsonField("netns", lambda e: f"{e.netns}", repeats=True),
+    JsonField("userns", lambda e: f"{e.userns}", repeats=True),
+    JsonField("nspid", lambda e: f"{e.nspid}", repeats=True),
+    JsonField("cgroup_id", lambda e: f"{e.cgroup_id}", repeats=True),
+    JsonField("cgroup", lambda e: _optional_text(e.cgroup), repeats=True),
+    JsonField("container", lambda e: _optional_text(e.container), repeats=True),
     JsonField("comm", lambda e: _text_fields(e.comm_bytes)[0], repeats=True),
     JsonField("comm_b64", lambda e: _text_fields(e.comm_bytes)[1], repeats=True),
     JsonField("syscall", lambda e: f'"{e.syscall}"', repeats=True),
@@ -398,7 +461,7 @@ JSON_KEYS = tuple(field.key for field in JSON_FIELDS)
 # what a memoised run of repeating fields depends on
 _REPEAT_KEY = attrgetter("tid", "pid", "ppid", "uid", "gid", "mntns", "comm_raw", "syscall_id",
                          "dfd", "flags", "mode", "resolve", "ret", "status", "resolved_how",
-                         "resolved_mntns")
+                         "resolved_mntns", "pidns", "netns", "userns", "nspid", "cgroup_id")
 
 
 def _json_key_text(index: int, key: str) -> str:

@@ -14,14 +14,17 @@ import itertools
 import os
 import threading
 import time
+from array import array
 from collections.abc import AsyncIterator, Iterable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from echo_open._layout import lib as _c
 
+from . import cgroups as _cgroups
 from . import layout, system
-from .events import OpenEvent, decode_batch
+from .events import SYSCALL_NAMES, OpenEvent, decode_batch
+from .flags import errno_name
 from .loader import BPFError, BPFObject, Link, LoadError, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
@@ -141,6 +144,13 @@ class Filters:
       flags           -- open flags: any of them set (O_RDONLY matches read-only opens)
       path_prefixes   -- the path starts with one of these (up to 8, 255 bytes each);
                          matched on the resolved path if prefix_on_resolved
+      mntns, pidns, netns -- the opener's mount / pid / network namespace (its inode,
+                         as /proc/PID/ns/* shows it)
+      cgroups         -- cgroup v2 directories (on a cgroup2 mount; or cgroup paths as
+                         events show them): the opener is in one of them or below
+      containers      -- container id prefixes (or nspawn machine names), each naming one
+                         container: the opener is in one of them; found in the cgroup2
+                         hierarchy now, into ``container_cgroups``
 
     Values are normalised (ids sorted, names and paths as bytes) and checked against
     echo_open.h's limits when it is made: a bad one raises InvalidSetting.
@@ -155,15 +165,50 @@ class Filters:
     flags: Iterable[int] = ()
     path_prefixes: Iterable[PathLike] = ()
     prefix_on_resolved: bool = False
+    mntns: int | None = None
+    pidns: int | None = None
+    netns: int | None = None
+    cgroups: Iterable[PathLike] = ()
+    containers: Iterable[str] = ()
+    # the cgroup directories of ``containers``, found when the filter is made
+    container_cgroups: tuple[str, ...] = field(default=(), init=False)
 
     def __post_init__(self) -> None:
         normal = {"pids": tuple(sorted(set(self.pids))), "tids": tuple(sorted(set(self.tids))),
                   "comm": None if self.comm is None else os.fsencode(self.comm),
                   "flags": tuple(self.flags),
-                  "path_prefixes": tuple(os.fsencode(p) for p in self.path_prefixes)}
+                  "path_prefixes": tuple(os.fsencode(p) for p in self.path_prefixes),
+                  "cgroups": tuple(os.fsdecode(p) for p in self.cgroups),
+                  "containers": tuple(self.containers)}
         for name, value in normal.items():
             object.__setattr__(self, name, value)
         self._check()
+        self._find_cgroups()
+
+    def _find_cgroups(self) -> None:
+        directories = []
+        for path in self.cgroups:
+            found = _cgroups.cgroup2_directory(path)
+            if found is None:
+                raise InvalidSetting("cgroups", f"{path} is not a cgroup v2 directory (none "
+                                     "of the cgroup2 mounts holds it)")
+            directories.append(found[0])
+        object.__setattr__(self, "cgroups", tuple(directories))
+        container_dirs: list[str] = []
+        for prefix in self.containers:
+            found_ids = _cgroups.container_directories(prefix)
+            if not found_ids:
+                raise InvalidSetting("containers", f"no container's id starts with {prefix!r} "
+                                     "(in the cgroup2 hierarchy)")
+            if len(found_ids) > 1:
+                ids = ", ".join(sorted(ident[:16] for ident in found_ids))
+                raise InvalidSetting("containers", f"{prefix!r} names {len(found_ids)} "
+                                     f"containers ({ids}): give more of the id")
+            container_dirs += next(iter(found_ids.values()))
+        object.__setattr__(self, "container_cgroups", tuple(dict.fromkeys(container_dirs)))
+        if len(self.cgroups) + len(self.container_cgroups) > layout.MAX_CGROUPS:
+            raise InvalidSetting("cgroups", f"at most {layout.MAX_CGROUPS} cgroup directories "
+                                 "(--cgroup and the containers' together)")
 
     def _check(self) -> None:
         if self.follow_children and not self.pids:
@@ -191,6 +236,15 @@ class Filters:
         for flag in self.flags:
             if not 0 <= flag < 2**32:
                 raise InvalidSetting("flags", f"bad open flag {flag}")
+        for setting in ("mntns", "pidns", "netns"):
+            value = getattr(self, setting)
+            # namespace inodes are 32-bit (proc_inum), never 0
+            if value is not None and not 0 < value < 2**32:
+                raise InvalidSetting(setting, f"no namespace inode is {value} (1 to "
+                                              f"{2**32 - 1})")
+        for prefix in self.containers:
+            if not prefix or "/" in prefix:
+                raise InvalidSetting("containers", f"bad container id {prefix!r}")
 
 
 @dataclass(frozen=True)
@@ -208,6 +262,8 @@ class Tuning:
       direct_loads    -- resolve with plain loads through pointers cast by the
                          bpf_rdonly_cast kfunc (Linux 6.2+) instead of probe reads:
                          the same paths, cheaper; None: whichever the kernel has
+      count_outcomes  -- count traced opens by syscall and result in the kernel, for
+                         Tracer.outcomes() (off: the verifier removes the counting)
     """
 
     ring_size: int = layout.DEFAULT_RING_SIZE
@@ -216,6 +272,7 @@ class Tuning:
     poll_interval: float = 0.1
     resolve_paths: bool = True
     direct_loads: bool | None = None
+    count_outcomes: bool = False
 
     def __post_init__(self) -> None:
         size = self.ring_size
@@ -398,7 +455,16 @@ class Tracer:
         config.resolve_paths = tuning.resolve_paths or filters.prefix_on_resolved
         config.watch_fd_reuse = self._configure_fd_reuse(obj, tracefs, watchers,
                                                          bool(config.resolve_paths))
+        config.count_outcomes = tuning.count_outcomes
         config.prefix_on_resolved = filters.prefix_on_resolved
+        for kind in ("mntns", "pidns", "netns"):
+            value = getattr(filters, kind)
+            if value is not None:
+                setattr(config, f"filter_{kind}", 1)
+                setattr(config, kind, value)
+        n_cgroups = len(filters.cgroups)
+        config.cgroup_slots = (1 << n_cgroups) - 1
+        config.container_slots = ((1 << len(filters.container_cgroups)) - 1) << n_cgroups
         if filters.comm:
             config.comm_len = len(filters.comm)
             config.comm_match = filters.comm
@@ -459,6 +525,19 @@ class Tracer:
             bpf_map = obj.map(map_name)
             for value in ids:
                 bpf_map.update(bpf_map.int_key(value), bpf_map.int_value(1))
+        # slots in the order configure() numbered them: --cgroup's, then the containers'
+        cgroup_map = obj.map("cgroups")
+        for slot, directory in enumerate((*self.filters.cgroups,
+                                          *self.filters.container_cgroups)):
+            try:
+                fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+            except OSError as exc:  # removed since the filter was made
+                raise InvalidSetting("cgroups", f"cannot open the cgroup {directory}: "
+                                                f"{exc.strerror}") from None
+            try:
+                cgroup_map.update(cgroup_map.int_key(slot), cgroup_map.int_value(fd))
+            finally:
+                os.close(fd)  # the map holds the cgroup itself
 
     def _adopt_descendants(self, obj: BPFObject) -> None:
         # a process forked from now on joins the filter in the kernel (follow_fork); the
@@ -619,3 +698,32 @@ class Tracer:
             values[name] = sum(counters.as_int(value) for value in per_cpu)
         values["children_untraced"] += self._untraced_descendants
         return Stats(**values)
+
+    def outcomes(self) -> dict[tuple[str, str], int]:
+        """Traced opens (delivered or lost) by (syscall, result): result ``ok`` or the
+        errno's name (``ENOENT``); only the pairs seen. Needs Tuning(count_outcomes=True)."""
+        if not self.tuning.count_outcomes:
+            raise RuntimeError("outcomes are counted only with Tuning(count_outcomes=True)")
+        outcomes = self._live_obj().map("outcomes")
+        totals = [0] * _c.EO_OUTCOME_SLOTS
+        for value in outcomes.lookup(outcomes.int_key(0)) or ():  # one value per CPU
+            for slot, count in enumerate(array("Q", value)):
+                totals[slot] += count
+        counts: dict[tuple[str, str], int] = {}
+        for slot, count in enumerate(totals):
+            if count:
+                syscall, result = divmod(slot, _c.EO_ERRNO_SLOTS)
+                counts[(SYSCALL_NAMES.get(syscall, str(syscall)), _outcome_name(result))] = count
+        return counts
+
+    def ring_pending_bytes(self) -> int:
+        """Bytes in the ring buffer the consumer has not taken yet."""
+        return self._ring_or_raise().pending_bytes()
+
+
+def _outcome_name(slot: int) -> str:
+    if slot == 0:
+        return "ok"
+    if slot == _c.EO_ERRNO_SLOTS - 1:
+        return "other"  # an errno past Linux's last one
+    return errno_name(slot)

@@ -11,8 +11,13 @@ export PYTHONDONTWRITEBYTECODE=1       # the overlay is thrown away anyway
 export PYTHONUNBUFFERED=1              # progress on the console as it happens
 export EO_CURRENT_TEST_FILE=$out/current  # conftest.py: the test under way
 mapfile -d '' args < $out/args
+# loopback for the tests that listen (--metrics, a Prometheus server): the guest has no
+# other network, and lo starts down
+ip link set lo up 2>/dev/null || busybox ip link set lo up
 echo "eo-guest: kernel $(uname -r), up $(cat $out/booted) s; pytest ${args[*]}"
 cd "$worktree/tests" || exit 3
+# loopback, for the tests that run a server on 127.0.0.1 (test_otlp.py's receiver)
+ip link set lo up 2>/dev/null || busybox ip link set lo up
 # the host-side runner test must not start a guest inside the guest; the wheel's tests
 # build virtualenvs from PyPI, which the guest cannot reach (the .venv it runs is the
 # wheel's install already)

@@ -3,7 +3,8 @@
 Exit status: 0 after Ctrl-C, SIGTERM, -d expiry or a closed stdout; with a
 COMMAND, the command's own status (128+N if signal N ended it; 127 not found);
 2 usage error; 77 not permitted; 78 kernel without BTF; 72 tracefs unavailable;
-70 the BPF object failed to load or attach; 74 output error; 1 an internal error.
+70 the BPF object failed to load or attach; 74 output error; 73 --metrics cannot listen;
+1 an internal error.
 """
 
 from __future__ import annotations
@@ -16,21 +17,26 @@ import os
 import select
 import shutil
 import signal
+import struct
 import sys
 import termios
 import time
 import tty
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from .. import doctor as _doctor
 from .. import layout
 from ..flags import OPEN_FLAGS, parse_open_flag
+from ..output import DEFAULT_MAX_FILES, EventFile
 from ..summary import MAX_TOP, SortKey, Summary
 from ..system import EnvironmentProblem, NoBTF, NotPermitted, NoTracefs
+
+if TYPE_CHECKING:
+    from ..metrics import MetricsServer
 
 try:
     from ..loader import BPFError, LoadError, RecordBatch
@@ -47,7 +53,9 @@ EXIT_FAILURE = 1
 EXIT_USAGE = 2
 EXIT_BPF = 70
 EXIT_NO_TRACEFS = 72
+EXIT_CANT_LISTEN = 73  # EX_CANTCREAT: --metrics cannot listen on its address
 EXIT_OUTPUT = 74
+EXIT_NO_OTLP = 69  # EX_UNAVAILABLE: --otlp without the otlp extra installed
 EXIT_NOT_PERMITTED = 77
 EXIT_NO_BTF = 78
 EXIT_COMMAND_NOT_EXECUTABLE = 126
@@ -82,6 +90,10 @@ Examples:
   echo-open -p 1234 --children     a process and its tree, now and later
 
   echo-open --wait-tree -- ./daemon.sh   until the daemon it starts has exited
+
+  echo-open -C --container 3f2a9c1b   one container, ids in a column
+
+  echo-open --netns blue           in the network namespace named blue
 
 Commands:
 
@@ -220,7 +232,9 @@ def _positive(value: float | None) -> float | None:
 # the Tracer validates every setting; its errors name the option they came from
 _OPTION_OF_SETTING = {"pids": "'-p' / '--pid'", "tids": "'-t' / '--tid'", "uid": "'-u' / '--uid'",
                       "comm": "'-n' / '--name'", "flags": "'-f' / '--flag'",
-                      "path_prefixes": "'--path-prefix'", "ring_size": "'--ring-size'"}
+                      "path_prefixes": "'--path-prefix'", "ring_size": "'--ring-size'",
+                      "mntns": "'--mntns'", "pidns": "'--pidns'", "netns": "'--netns'",
+                      "cgroups": "'--cgroup'", "containers": "'--container'"}
 
 
 def _print_summary(stats: Stats, shown: int, verb: str = "shown") -> None:
@@ -269,6 +283,20 @@ PathPrefixOption = Annotated[list[str], typer.Option(
     "--path-prefix", metavar="PREFIX", help="Only paths starting with this (repeatable).")]
 PrefixOnOption = Annotated[PrefixOn, typer.Option(
     "--prefix-on", help="Match --path-prefix on the path as passed or on the resolved path.")]
+MntnsOption = Annotated[int | None, typer.Option(
+    "--mntns", min=1, metavar="INODE",
+    help="Only openers in this mount namespace (inode, as /proc/PID/ns/mnt shows it).")]
+PidnsOption = Annotated[int | None, typer.Option(
+    "--pidns", min=1, metavar="INODE", help="Only openers in this pid namespace (inode).")]
+NetnsOption = Annotated[str | None, typer.Option(
+    "--netns", metavar="NAME|INODE",
+    help="Only openers in this network namespace: its inode, or its name (ip netns, docker).")]
+CgroupOption = Annotated[list[str], typer.Option(
+    "--cgroup", metavar="PATH",
+    help="Only openers in this cgroup v2 directory or below (repeatable).")]
+ContainerOption = Annotated[list[str], typer.Option(
+    "--container", metavar="ID",
+    help="Only openers in this container: an id prefix or nspawn machine name (repeatable).")]
 DurationOption = Annotated[float | None, typer.Option(
     "-d", "--duration", callback=_positive, metavar="SECONDS",
     help="Stop after this many seconds.")]
@@ -276,6 +304,9 @@ RingSizeOption = Annotated[int, typer.Option(
     "--ring-size", metavar="SIZE", parser=_size,
     show_default=f"{layout.DEFAULT_RING_SIZE >> 20}M", help="Ring buffer size (power of two).")]
 VerboseOption = Annotated[bool, typer.Option("-v", "--verbose", help="Show libbpf's messages.")]
+MetricsOption = Annotated[str | None, typer.Option(
+    "--metrics", metavar="ADDR",
+    help="Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT, [IPv6]:PORT).")]
 CommandArgument = Annotated[list[str] | None, typer.Argument(
     metavar="[-- COMMAND [ARG...]]",
     help="Run COMMAND and trace only it and the processes it starts.")]
@@ -307,6 +338,12 @@ def trace(
     output_file: Annotated[str | None, typer.Option(
         "-o", "--output", metavar="FILE",
         help="Write the events to FILE (created or truncated), not to stdout.")] = None,
+    max_size: Annotated[int | None, typer.Option(
+        "--max-size", metavar="SIZE", parser=_size,
+        help="With -o: rotate FILE before it passes SIZE (FILE.1, FILE.2, ...).")] = None,
+    max_files: Annotated[int | None, typer.Option(
+        "--max-files", min=1, metavar="N",
+        help=f"With --max-size: rotated files kept (default {DEFAULT_MAX_FILES}).")] = None,
     children: Annotated[bool, typer.Option(
         "--children", help="With -p: the processes' children too, now and later.")] = False,
     wait_tree: Annotated[bool, typer.Option(
@@ -315,13 +352,26 @@ def trace(
              "has exited, not only COMMAND.")] = False,
     path_prefix: PathPrefixOption = [],  # noqa: B006
     prefix_on: PrefixOnOption = PrefixOn.passed,
+    mntns: MntnsOption = None,
+    pidns: PidnsOption = None,
+    netns: NetnsOption = None,
+    cgroup: CgroupOption = [],  # noqa: B006
+    container: ContainerOption = [],  # noqa: B006
+    print_container: Annotated[bool, typer.Option(
+        "-C", "--print-container",
+        help="Show the CONTAINER column (short id; '-' outside containers).")] = False,
     ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
     verbose: VerboseOption = False,
+    metrics: MetricsOption = None,
     summary: Annotated[bool, typer.Option(
         "--summary", help="Count instead of showing events: at exit, opens per path, process "
         "and error, to stdout (as strace -c).")] = False,
     rows: RowsOption = None,
     sort: SortOption = SortKey.opens,
+    otlp_url: Annotated[str | None, typer.Option(
+        "--otlp", metavar="URL",
+        help="Also send every event as an OpenTelemetry log record to this OTLP/HTTP "
+             "endpoint (e.g. http://127.0.0.1:4318/v1/logs).")] = None,
     version: Annotated[bool, typer.Option(
         "--version", is_eager=True, callback=_print_version,
         help="Show the versions of echo-open, libbpf, the kernel and the BPF object.")
@@ -329,37 +379,121 @@ def trace(
     command: CommandArgument = None,
 ) -> None:
     """Show every file open on this machine as it happens (eBPF)."""
-    if summary and (extended or timestamp or print_uid or full_path):
-        raise typer.BadParameter("--summary counts opens: -e, -T, -U and -F show events",
+    if summary and (extended or timestamp or print_uid or full_path or print_container):
+        raise typer.BadParameter("--summary counts opens: -e, -T, -U, -F and -C show events",
                                  param_hint="'--summary'")
     if not summary and (rows is not None or sort is not SortKey.opens):
         raise typer.BadParameter("-N and --sort order the summary: add --summary",
                                  param_hint="'-N' / '--sort'")
-    # the kernel resolves paths only when they are shown or matched on: the walk
-    # costs each successful open ~0.5 us, and a long path twice its ring space
-    tracer, child, output_fd = _make_tracer(
+    exporter = _otlp_exporter(otlp_url) if otlp_url is not None else None
+    # the kernel resolves paths only when they are shown, exported (as in JSON) or matched
+    # on: the walk costs each successful open ~0.5 us, and a long path twice its ring space
+    if output_file is None and (max_size is not None or max_files is not None):
+        raise typer.BadParameter("rotates the file of -o FILE: add -o",
+                                 param_hint="'--max-size' / '--max-files'")
+    if max_files is not None and max_size is None:
+        raise typer.BadParameter("keeps the files --max-size rotates: add --max-size",
+                                 param_hint="'--max-files'")
+    tracer, child, output_fd, metrics_server = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
-        command=command, resolve_paths=not summary and (full_path or json_lines),
-        children=children, wait_tree=wait_tree, output_file=output_file)
+        command=command,
+        resolve_paths=exporter is not None or (not summary and (full_path or json_lines)),
+        children=children, wait_tree=wait_tree, output_file=output_file,
+        mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container,
+        max_size=max_size, max_files=max_files, metrics=metrics,
+        metrics_extra=exporter.stats if exporter is not None else None)
     if summary:
         view = _summary_view(json_lines, interval=None, rows=rows, sort=sort, at_exit=True)
     else:
         renderer = JsonRenderer() if json_lines else TableRenderer(
             timestamp=timestamp, uid=print_uid, extended=extended, resolved=full_path,
-            own_mntns=_own_mntns())
+            own_mntns=_own_mntns(), print_container=print_container)
         view = _events_view(renderer)
-    raise typer.Exit(_run(tracer, view, duration, child, output_fd, wait_tree))
+    if exporter is not None:
+        view = _exporting(view, exporter)
+    raise typer.Exit(_run(tracer, view, duration, child, output_fd, wait_tree, metrics_server))
+
+
+def _otlp_exporter(url: str):
+    """--otlp's exporter (echo_open.otlp, and OpenTelemetry, imported only then); a bad URL
+    is a usage error, a missing extra exit 69."""
+    from .. import otlp
+
+    if problem := otlp.check_url(url):
+        raise typer.BadParameter(problem, param_hint="'--otlp'")
+    try:
+        return otlp.OtlpExporter(url)
+    except otlp.MissingExtra:
+        print(f"echo-open: --otlp needs the OpenTelemetry packages: {otlp.INSTALL_HINT}",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_NO_OTLP) from None
+
+
+class _ExportingOutput:
+    """An output that also hands every batch to the OTLP exporter, an extra sink fed from
+    the same batches (it queues or drops, never waits); flushed (at most 2 s) on close."""
+
+    def __init__(self, output: _Output, exporter, wall_offset_ns: int) -> None:
+        self._output = output
+        self._exporter = exporter
+        self._wall_offset_ns = wall_offset_ns
+        self._checked_at = time.monotonic()
+        self._dropped = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._output, name)
+
+    def show(self, batch: RecordBatch) -> None:
+        self._exporter.submit(batch, self._wall_offset_ns)
+        self._output.show(batch)
+
+    def tick(self) -> bool:
+        now = time.monotonic()
+        if now - self._checked_at >= 1.0:  # drops said at most once a second, as losses
+            dropped = self._exporter.stats()["dropped"]
+            if dropped > self._dropped:
+                why = self._exporter.last_error or "the queue was full"
+                print(f"echo-open: warning: otlp: {dropped - self._dropped} events dropped in "
+                      f"the last interval ({why})", file=sys.stderr, flush=True)
+            self._checked_at, self._dropped = now, dropped
+        return self._output.tick()
+
+    def close(self) -> None:
+        try:
+            self._output.close()
+        finally:
+            self._exporter.close()
+
+    def report(self) -> None:
+        stats = self._exporter.stats()
+        why = (f"; last error: {self._exporter.last_error}"
+               if stats["dropped"] and self._exporter.last_error else "")
+        print(f"echo-open: otlp: {stats['exported']} events exported, {stats['dropped']} "
+              f"dropped ({self._exporter.url}){why}", file=sys.stderr)
+
+
+def _exporting(view: Callable[[Tracer, _StopSignals, int], _Output], exporter
+               ) -> Callable[[Tracer, _StopSignals, int], _Output]:
+    return lambda tracer, stop, fd: _ExportingOutput(view(tracer, stop, fd), exporter,
+                                                     tracer.wall_offset_ns)
 
 
 def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: bool,
                  name: str | None, flag: list[int], path_prefix: list[str], prefix_on: PrefixOn,
                  ring_size: int, verbose: bool, command: list[str] | None,
                  resolve_paths: bool, children: bool = False, wait_tree: bool = False,
-                 output_file: str | None = None) -> tuple[Tracer, _HeldCommand | None, int]:
+                 output_file: str | None = None, mntns: int | None = None,
+                 pidns: int | None = None, netns: str | None = None,
+                 cgroup: list[str] | None = None, container: list[str] | None = None,
+                 max_size: int | None = None, max_files: int | None = None,
+                 metrics: str | None = None,
+                 metrics_extra: Callable[[], Mapping[str, int]] | None = None,
+                 ) -> tuple[Tracer, _HeldCommand | None, int | EventFile, MetricsServer | None]:
     """The Tracer the shared options ask for (every command that traces builds it so),
-    COMMAND forked and held, if one is given, and the output's fd (-o); a bad setting is a
-    usage error."""
+    COMMAND forked and held, if one is given, the output (stdout's fd, or -o's EventFile)
+    and the --metrics server (listening, not yet serving); a bad setting is a usage
+    error."""
     if sys.stdout is None:  # started with fd 1 closed (`echo-open >&-`)
         print("echo-open: output error: standard output is closed", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT)
@@ -367,7 +501,15 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         print(f"echo-open: libbpf does not load: {_BINDING_ERROR} (install libbpf1 >= 1.1)",
               file=sys.stderr)
         raise typer.Exit(EXIT_FAILURE)
+    netns_inode = _netns_inode(netns)
     child = None
+    metrics_address = None
+    if metrics is not None:
+        from ..metrics import BadAddress, parse_address  # (prometheus_client: only now)
+        try:
+            metrics_address = parse_address(metrics)
+        except BadAddress as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--metrics'") from None
     if children and not pid:
         raise typer.BadParameter("follows the processes given with -p", param_hint="'--children'")
     if wait_tree and not (command or children):
@@ -380,36 +522,79 @@ def _make_tracer(*, pid: list[int], tid: list[int], uid: int | None, failed: boo
         if problem:
             print(f"echo-open: {problem[1]}: {command[0]}", file=sys.stderr)
             raise typer.Exit(problem[0])
-        output_fd = _open_output(output_file)  # before COMMAND exists: it must not run
+        output_fd = _open_output(output_file, max_size, max_files)  # before COMMAND exists
+        # a busy port: COMMAND never runs
+        metrics_server = _listen(metrics_address, output_fd, metrics_extra)
         child = _HeldCommand(command)
         pid = [child.pid]
     else:
-        output_fd = _open_output(output_file)
+        output_fd = _open_output(output_file, max_size, max_files)
+        metrics_server = _listen(metrics_address, output_fd, metrics_extra)
     logging.basicConfig(level=logging.DEBUG if verbose else logging.CRITICAL,
                         format="%(name)s: %(message)s")
     try:
         filters = Filters(pids=pid, tids=tid, follow_children=child is not None or children,
                           uid=uid,
                           failed_only=failed, comm=name, flags=flag, path_prefixes=path_prefix,
-                          prefix_on_resolved=prefix_on is PrefixOn.resolved)
-        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths))
+                          prefix_on_resolved=prefix_on is PrefixOn.resolved,
+                          mntns=mntns, pidns=pidns, netns=netns_inode, cgroups=cgroup or (),
+                          containers=container or ())
+        tracer = Tracer(filters, Tuning(ring_size=ring_size, resolve_paths=resolve_paths,
+                                        count_outcomes=metrics_server is not None))
     except InvalidSetting as exc:
         if child is not None:
             child.kill()
+        if metrics_server is not None:
+            metrics_server.close()
         raise typer.BadParameter(str(exc), param_hint=_OPTION_OF_SETTING.get(exc.setting)
                                  ) from None
-    return tracer, child, output_fd
+    return tracer, child, output_fd, metrics_server
 
 
-def _open_output(path: str | None) -> int:
-    """-o FILE opened (created, or truncated) for the events; stdout without -o."""
+def _netns_inode(netns: str | None) -> int | None:
+    """--netns NAME|INODE -> the namespace's inode (pyroute2 is imported only for a name)."""
+    if netns is None:
+        return None
+    from ..namespaces import netns_inode
+
+    inode = netns_inode(netns)
+    if inode is None:
+        raise typer.BadParameter(f"no network namespace is named {netns!r} (ip netns list)",
+                                 param_hint="'--netns'")
+    return inode
+
+
+def _open_output(path: str | None, max_size: int | None = None,
+                 max_files: int | None = None) -> int | EventFile:
+    """-o FILE opened (created, or truncated; with --max-size, rotated) for the events;
+    stdout's fd without -o."""
     if path is None:
         return sys.stdout.fileno()
     try:
-        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        return EventFile(path, max_size=max_size, max_files=max_files or DEFAULT_MAX_FILES)
     except OSError as exc:
         print(f"echo-open: output error: cannot open {path}: {exc.strerror}", file=sys.stderr)
         raise typer.Exit(EXIT_OUTPUT) from None
+    except ValueError as exc:  # a size below a byte, a FIFO to rotate
+        raise typer.BadParameter(str(exc), param_hint="'--max-size'") from None
+
+
+def _listen(address: tuple[str, int] | None, output: int | EventFile,
+            extra: Callable[[], Mapping[str, int]] | None = None) -> MetricsServer | None:
+    """--metrics' server, listening (extra: --otlp's counts); one that cannot listen is
+    exit 73."""
+    if address is None:
+        return None
+    from ..metrics import MetricsServer
+    try:
+        return MetricsServer(address, extra=extra)
+    except OSError as exc:
+        if isinstance(output, EventFile):
+            output.close()
+        reason = exc.strerror or str(exc)
+        print(f"echo-open: --metrics: cannot listen on {address[0]}:{address[1]}: {reason}",
+              file=sys.stderr)
+        raise typer.Exit(EXIT_CANT_LISTEN) from None
 
 
 def _command_problem(name: str) -> tuple[int, str] | None:
@@ -424,6 +609,29 @@ def _command_problem(name: str) -> tuple[int, str] | None:
     if any(os.path.exists(path) and not os.path.isdir(path) for path in candidates):
         return EXIT_COMMAND_NOT_EXECUTABLE, "permission denied (not executable)"
     return EXIT_COMMAND_NOT_FOUND, "command not found"
+
+
+# a record's ts_ns (CLOCK_MONOTONIC), read at layout.EVENT_TS_OFFSET
+_TS = struct.Struct("<Q")
+
+
+class _ReopenOnHangup:
+    """With -o FILE, SIGHUP reopens FILE (logrotate renamed it) instead of ending the
+    tracer; the events go on into the new FILE, none lost."""
+
+    def __init__(self, output: int | EventFile) -> None:
+        self._file = output if isinstance(output, EventFile) else None
+        self._previous: object = None
+
+    def __enter__(self) -> _ReopenOnHangup:
+        if self._file is not None:
+            file = self._file
+            self._previous = signal.signal(signal.SIGHUP, lambda *_: file.request_reopen())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            signal.signal(signal.SIGHUP, self._previous)
 
 
 # how long a COMMAND may take to end on its own Ctrl-C before the tracer passes its SIGINT on
@@ -497,22 +705,28 @@ class _HeldCommand:
         return self.status if self.status >= 0 else 128 - self.status
 
 
-def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
-         duration: float | None, child: _HeldCommand | None = None, output_fd: int = 1,
-         wait_tree: bool = False) -> int:
+def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int | EventFile], _Output],
+         duration: float | None, child: _HeldCommand | None = None,
+         output_fd: int | EventFile = 1, wait_tree: bool = False,
+         metrics: MetricsServer | None = None) -> int:
     """Start tracing, hand every batch to what view makes (once attached), stop; the exit
     status."""
-    with _StopSignals() as stop:
+    with _StopSignals() as stop, _ReopenOnHangup(output_fd):
         try:
             try:
                 tracer.start()
             except BaseException:
                 if child is not None:
                     child.kill()
+                if metrics is not None:
+                    metrics.close()
                 raise
         except EnvironmentProblem as exc:
             print(f"echo-open: {exc}", file=sys.stderr)
             return _ENV_EXIT.get(type(exc), EXIT_FAILURE)
+        except InvalidSetting as exc:  # a cgroup of the filter removed before the start
+            print(f"echo-open: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except LoadError as exc:
             print(f"echo-open: the kernel refused the BPF programs ({exc.operation}: "
                   f"{os.strerror(exc.errno)}); run with -v for the verifier log",
@@ -526,6 +740,9 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
             print(f"echo-open: {exc}", file=sys.stderr)
             return EXIT_BPF
         output = view(tracer, stop, output_fd)
+        if metrics is not None:
+            metrics.serve(tracer, output)
+            print(f"echo-open: metrics at {metrics.url}", file=sys.stderr, flush=True)
         status = EXIT_OK
         try:
             _stream(tracer, output, duration, stop, child, wait_tree)
@@ -543,10 +760,15 @@ def _run(tracer: Tracer, view: Callable[[Tracer, _StopSignals, int], _Output],
             output.close()
             tracer.detach()
             stats = tracer.stats()
+            if metrics is not None:
+                metrics.close()  # no scrape may read the tracer being closed
             tracer.close()
+            if isinstance(output_fd, EventFile):
+                output_fd.close()
             if child is not None and child.held:  # output failed before the go
                 child.kill()
         _print_summary(stats, output.shown, output.verb)
+        output.report()  # an extra sink's own line (--otlp)
         if child is not None and status == EXIT_OK:
             # stopped early: SIGTERM is passed on; a Ctrl-C at the terminal reached the
             # command too, but a SIGINT sent to the tracer alone must not leave us waiting
@@ -569,30 +791,52 @@ class _Output:
     warns_drops = True    # losses are reported on stderr once a second
 
     def __init__(self, renderer: TableRenderer | JsonRenderer | None, wall_offset_ns: int,
-                 stop: _StopSignals, fd: int) -> None:
+                 stop: _StopSignals, fd: int | EventFile) -> None:
         self.renderer = renderer
         self.wall_offset_ns = wall_offset_ns
         self.shown = 0
+        self.lag_ns = 0  # at the last batch: how old its newest open was (--metrics)
+        self.newest_ts_ns = 0  # and that open's ts_ns
         self._stop = stop
         sys.stdout.flush()
-        self._fd = fd
+        # -o's file: written through, rotated and reopened by it (its fd changes)
+        self._file = fd if isinstance(fd, EventFile) else None
+        self._fd = fd.fileno() if isinstance(fd, EventFile) else fd
         # POLLERR/POLLHUP are reported without being asked for: the reader of a pipe went
         # away (`echo-open | head -1`), a terminal hung up
         self._watch = select.poll()
-        self._watch.register(self._fd, 0)
+        if self._file is None:
+            self._watch.register(self._fd, 0)
 
     def gone(self) -> bool:
         return bool(self._watch.poll(0))
 
+    def reopen_if_requested(self) -> None:
+        """-o's file after a SIGHUP: reopened at once, so logrotate sees a new file."""
+        if self._file is not None:
+            self._file.reopen_if_requested()
+
+    def take(self, batch: RecordBatch) -> None:
+        """A batch shown (or counted), and its lag noted."""
+        self.show(batch)
+        newest = (len(batch) - 1) * batch.head_size + layout.EVENT_TS_OFFSET
+        self.newest_ts_ns = _TS.unpack_from(batch.heads, newest)[0]
+        self.lag_ns = max(0, time.monotonic_ns() - self.newest_ts_ns)
+
     def _write(self, data: bytes | memoryview) -> None:
+        if self._file is not None:
+            self._file.write(data, self._write_to)
+        else:
+            self._write_to(self._fd, memoryview(data).cast("B"))
+
+    def _write_to(self, fd: int, view: memoryview) -> None:
         stop = self._stop
-        view = memoryview(data).cast("B")
         stop.writing = True
         try:
             while view:
                 if stop.cut_writes:
                     raise _OutputStalled
-                written = os.write(self._fd, view)
+                written = os.write(fd, view)
                 view = view[written:]
         finally:
             stop.writing = False
@@ -617,9 +861,12 @@ class _Output:
     def close(self) -> None:
         pass
 
+    def report(self) -> None:
+        """A line on stderr after the summary line, for what has one to say."""
+
 
 def _events_view(renderer: TableRenderer | JsonRenderer
-                 ) -> Callable[[Tracer, _StopSignals, int], _Output]:
+                 ) -> Callable[[Tracer, _StopSignals, int | EventFile], _Output]:
     return lambda tracer, stop, fd: _Output(renderer, tracer.wall_offset_ns, stop, fd)
 
 
@@ -631,7 +878,8 @@ class _SummaryOutput(_Output):
 
     verb = "counted"
 
-    def __init__(self, tracer: Tracer, stop: _StopSignals, fd: int, *, json_out: bool,
+    def __init__(self, tracer: Tracer, stop: _StopSignals, fd: int | EventFile, *,
+                 json_out: bool,
                  interval: float | None, rows: int | None, sort: SortKey,
                  at_exit: bool) -> None:
         super().__init__(None, tracer.wall_offset_ns, stop, fd)
@@ -729,7 +977,7 @@ class _SummaryOutput(_Output):
 
 
 def _summary_view(json_out: bool, *, interval: float | None, rows: int | None, sort: SortKey,
-                  at_exit: bool) -> Callable[[Tracer, _StopSignals, int], _Output]:
+                  at_exit: bool) -> Callable[[Tracer, _StopSignals, int | EventFile], _Output]:
     return lambda tracer, stop, fd: _SummaryOutput(tracer, stop, fd, json_out=json_out,
                                                interval=interval, rows=rows, sort=sort,
                                                at_exit=at_exit)
@@ -771,6 +1019,7 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _Stop
             break
         if output.gone():
             raise BrokenPipeError(errno.EPIPE, "the reader of standard output went away")
+        output.reopen_if_requested()
         timeout = tracer.poll_interval
         limit = output.wait_limit()  # the next frame of a view
         if limit is not None:
@@ -781,7 +1030,7 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _Stop
                 break
         batch = tracer.read_records(timeout)
         if batch:
-            output.show(batch)
+            output.take(batch)
         if output.tick():  # `q` in the top view
             break
         now = time.monotonic()
@@ -794,7 +1043,7 @@ def _stream(tracer: Tracer, output: _Output, duration: float | None, stop: _Stop
     tracer.detach()
     stop.allow_writes_for(_WRITE_GRACE)
     for batch in tracer.drain_records():
-        output.show(batch)
+        output.take(batch)
     output.finish()
 
 
@@ -807,6 +1056,11 @@ def top(
     flag: FlagOption = [],  # noqa: B006
     path_prefix: PathPrefixOption = [],  # noqa: B006
     prefix_on: PrefixOnOption = PrefixOn.passed,
+    mntns: MntnsOption = None,
+    pidns: PidnsOption = None,
+    netns: NetnsOption = None,
+    cgroup: CgroupOption = [],  # noqa: B006
+    container: ContainerOption = [],  # noqa: B006
     interval: Annotated[float, typer.Option(
         "-i", "--interval", callback=_positive, metavar="SECONDS",
         help="Seconds between frames.")] = 1.0,
@@ -820,16 +1074,18 @@ def top(
         "--summary", help="At exit, also the whole run's counts.")] = False,
     ring_size: RingSizeOption = layout.DEFAULT_RING_SIZE,
     verbose: VerboseOption = False,
+    metrics: MetricsOption = None,
     command: CommandArgument = None,
 ) -> None:
     """Which files, processes and errors, at what rate: opens counted each interval, the
     busiest first (q or Ctrl-C stops). The filters are the tracer's."""
-    tracer, child, output_fd = _make_tracer(
+    tracer, child, output_fd, metrics_server = _make_tracer(
         pid=pid, tid=tid, uid=uid, failed=failed, name=name, flag=flag,
         path_prefix=path_prefix, prefix_on=prefix_on, ring_size=ring_size, verbose=verbose,
-        command=command, resolve_paths=False)
+        command=command, resolve_paths=False, metrics=metrics,
+        mntns=mntns, pidns=pidns, netns=netns, cgroup=cgroup, container=container)
     view = _summary_view(json_out, interval=interval, rows=rows, sort=sort, at_exit=summary)
-    raise typer.Exit(_run(tracer, view, duration, child, output_fd))
+    raise typer.Exit(_run(tracer, view, duration, child, output_fd, metrics=metrics_server))
 
 
 _BLOCKER_EXIT = {_doctor.Blocker.NOT_PERMITTED: EXIT_NOT_PERMITTED,

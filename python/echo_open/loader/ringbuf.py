@@ -8,7 +8,9 @@ full. Python then sees one batch per call, never one call per record.
 from __future__ import annotations
 
 import errno
+import mmap
 import select
+import struct
 from array import array
 from collections.abc import Iterator, Sequence
 
@@ -16,6 +18,9 @@ from ._binding import ffi, lib
 from ._owned import Owned
 from .errors import BPFError, check
 from .maps import RINGBUF_TYPE, Map
+
+# a ring position: an unsigned long at the start of its page
+_POSITION = struct.Struct("@L")
 
 
 class RecordBatch:
@@ -94,6 +99,7 @@ class RingBuffer(Owned):
         self._batch = batch
         self._maps = maps  # the maps' object must outlive the ring
         self._more = False  # the last consume stopped at a full batch
+        self._positions: list[tuple[mmap.mmap, mmap.mmap]] | None = None  # pending_bytes
         self._epoll = select.epoll()
         for bpf_map in maps:
             self._epoll.register(bpf_map.fd, select.EPOLLIN | select.EPOLLET)
@@ -113,6 +119,27 @@ class RingBuffer(Owned):
     def oversized(self) -> int:
         """Records whose tail did not fit in a batch and were cut."""
         return self._batch.oversized
+
+    def pending_bytes(self) -> int:
+        """Bytes written by the producers and not consumed yet, over all the rings.
+
+        Read from the rings' own consumer and producer position pages (the kernel's
+        layout: the consumer page at offset 0, the producer page after it, each
+        starting with its position), mapped read-only: no syscall per call."""
+        self._live()
+        if self._positions is None:
+            page = mmap.PAGESIZE
+            self._positions = [
+                (mmap.mmap(m.fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=0),
+                 mmap.mmap(m.fd, page, mmap.MAP_SHARED, mmap.PROT_READ, offset=page))
+                for m in self._maps]
+        pending = 0
+        for consumer, producer in self._positions:
+            # the producer's first: the consumer can only be behind it
+            produced = _POSITION.unpack_from(producer)[0]
+            consumed = _POSITION.unpack_from(consumer)[0]
+            pending += max(0, produced - consumed)
+        return pending
 
     def fileno(self) -> int:
         self._live()
@@ -175,6 +202,10 @@ class RingBuffer(Owned):
         return RecordBatch(self.head_size, heads, tails, sizes)
 
     def _free(self) -> None:
+        for pages in self._positions or ():
+            for page in pages:
+                page.close()
+        self._positions = None
         lib.ring_buffer__free(self._ptr)
         self._epoll.close()
 
