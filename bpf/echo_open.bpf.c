@@ -489,8 +489,13 @@ static __always_inline bool file_path(struct file *file, struct dentry **dentry,
 {
 	struct path path = {};
 
-	bpf_probe_read_kernel(&path, sizeof(path),
-			      (void *)file + bpf_core_field_offset(struct file, f_path));
+	if (EO_DIRECT) {
+		path.dentry = KREAD(struct file, file, f_path.dentry);
+		path.mnt = KREAD(struct file, file, f_path.mnt);
+	} else {
+		bpf_probe_read_kernel(&path, sizeof(path),
+				      (void *)file + bpf_core_field_offset(struct file, f_path));
+	}
 	*dentry = path.dentry;
 	*vfsmnt = path.mnt;
 	return path.dentry && path.mnt;
@@ -575,14 +580,17 @@ static __always_inline struct file *opened_file(struct eo_event *e, struct io_ki
 static __always_inline bool lookup_base(struct task_struct *task, struct eo_event *e, bool absolute,
 					struct dentry **dentry, struct vfsmount **vfsmnt)
 {
+	struct fs_struct *fs;
 	struct file *dir;
 
 	if (absolute && !(e->resolve & RESOLVE_IN_ROOT)) {
-		*dentry = BPF_CORE_READ(task, fs, root.dentry);
-		*vfsmnt = BPF_CORE_READ(task, fs, root.mnt);
+		fs = KREAD(struct task_struct, task, fs);
+		*dentry = KREAD(struct fs_struct, fs, root.dentry);
+		*vfsmnt = KREAD(struct fs_struct, fs, root.mnt);
 	} else if (e->dfd == AT_FDCWD) {
-		*dentry = BPF_CORE_READ(task, fs, pwd.dentry);
-		*vfsmnt = BPF_CORE_READ(task, fs, pwd.mnt);
+		fs = KREAD(struct task_struct, task, fs);
+		*dentry = KREAD(struct fs_struct, fs, pwd.dentry);
+		*vfsmnt = KREAD(struct fs_struct, fs, pwd.mnt);
 	} else {
 		dir = fd_file(e->dfd);
 		if (!dir || !file_path(dir, dentry, vfsmnt))
@@ -651,7 +659,8 @@ static __always_inline __u32 resolve(struct eo_record *r, struct walk_buf *wb,
 			wb->buf[off & (EO_PATH_MAX - 1)] = '/';
 		}
 		/* unlinked: unhashed but not a root (the kernel's d_unlinked) */
-		if (!BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry)
+		if (!KREAD(struct dentry, dentry, d_hash.pprev) &&
+		    KREAD(struct dentry, dentry, d_parent) != dentry)
 			status |= EO_ST_RESOLVED_DELETED;
 		e->resolved_how = EO_RESOLVED_FILE;
 	} else {
@@ -796,6 +805,9 @@ static __always_inline int on_enter(__u8 syscall, int dfd, const char *filename,
  * then checks the long resolve-and-emit path once, not once per syscall,
  * which halves the time to load.
  */
+#ifdef EO_DIRECT_LOADS
+#define finish_open finish_open_direct  /* the name tells the loader which build it has */
+#endif
 int finish_open(void *ctx);
 
 struct {

@@ -106,11 +106,13 @@ def test_the_wheel_carries_the_bpf_object_and_abi3_extensions(unpacked: Path) ->
         sorted(f"{name}.abi3.so" for name in EXTENSIONS)
     assert (package / "cli" / "__init__.py").is_file()
     assert (package / "loader" / "ringbuf.py").is_file()
-    bpf_object = (package / "bpf" / "echo_open.bpf.o").read_bytes()
-    # an ELF relocatable for the BPF machine, with BTF for CO-RE
-    assert bpf_object[:4] == b"\x7fELF"
-    assert int.from_bytes(bpf_object[18:20], "little") == EM_BPF
-    assert b".BTF" in bpf_object
+    # the probe-read build and the direct-loads one (bpf_rdonly_cast, 6.2+)
+    for name in ("echo_open.bpf.o", "echo_open_direct.bpf.o"):
+        bpf_object = (package / "bpf" / name).read_bytes()
+        # an ELF relocatable for the BPF machine, with BTF for CO-RE
+        assert bpf_object[:4] == b"\x7fELF"
+        assert int.from_bytes(bpf_object[18:20], "little") == EM_BPF
+        assert b".BTF" in bpf_object
 
 
 def test_libbpf_and_libelf_are_inside_and_nothing_else_comes_from_the_system(

@@ -89,10 +89,20 @@ def first_blocker(findings: Iterable[Finding]) -> Blocker | None:
 # ---- facts for --version
 
 
+# the kfunc the direct-loads build of the object calls (tracer.DIRECT_LOADS_KFUNC)
+_DIRECT_LOADS_KFUNC = "bpf_rdonly_cast"
+
+
+def direct_loads_here() -> bool:
+    """Whether this kernel gets the direct-loads build (as the tracer decides: from BTF)."""
+    return system.kernel_has_function(_DIRECT_LOADS_KFUNC)
+
+
 def default_object_path() -> Path:
-    """The BPF object shipped in the package (as the tracer finds it, without importing it:
-    the tracer needs libbpf, and --version must work when libbpf does not load)."""
-    return Path(str(importlib.resources.files("echo_open") / "bpf" / "echo_open.bpf.o"))
+    """The BPF object shipped in the package that the tracer loads on this kernel (found
+    without importing the tracer: it needs libbpf, and --version must work without)."""
+    name = "echo_open_direct.bpf.o" if direct_loads_here() else "echo_open.bpf.o"
+    return Path(str(importlib.resources.files("echo_open") / "bpf" / name))
 
 
 @dataclass(frozen=True)
@@ -153,7 +163,7 @@ def run_checks(object_path: str | os.PathLike | None = None) -> list[Finding]:
     caps = system.effective_caps()
     path = Path(object_path) if object_path else default_object_path()
     findings = [_libbpf(), _privileges(caps), _paranoid(caps), _unprivileged_bpf(caps),
-                _bpf_stats(), _btf()]
+                _bpf_stats(), _btf(), _resolution()]
     privileged = all(f.status is not Status.FAIL for f in findings[:3])
     clear = first_blocker(findings) is None  # nothing so far stops the load
     tracefs_here = _mounted_tracefs()
@@ -169,6 +179,14 @@ def run_checks(object_path: str | os.PathLike | None = None) -> list[Finding]:
     else:
         later = _mount_dependent(path, privileged, clear)
     return findings + later
+
+
+def _resolution() -> Finding:
+    if direct_loads_here():
+        return ok("path resolution", f"direct loads ({_DIRECT_LOADS_KFUNC}, 6.2+): "
+                  "echo_open_direct.bpf.o")
+    return ok("path resolution", f"probe reads (no {_DIRECT_LOADS_KFUNC} kfunc before 6.2: "
+              "a helper call per kernel pointer): echo_open.bpf.o")
 
 
 def _libbpf() -> Finding:

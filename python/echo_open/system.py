@@ -192,3 +192,42 @@ def descendants(pids: Iterable[int]) -> set[int]:
                 found.add(child)
                 pending.append(child)
     return found - set(pids)
+
+
+_BTF_MAGIC = 0xEB9F
+_BTF_KIND_FUNC = 12
+_kernel_functions: dict[str, bool] = {}
+
+
+def kernel_has_function(name: str) -> bool:
+    """Whether the running kernel's BTF has a function ``name`` (a kfunc, say): False
+    without BTF. Cached per process. A byte search, not a parse of ~150k types (libbpf's
+    takes ~0.1 s): the name's offset in the (deduplicated) strings, then a FUNC type whose
+    first two words are that offset and its kind, at a type-aligned offset."""
+    if name not in _kernel_functions:
+        try:
+            data = BTF_PATH.read_bytes()
+        except OSError:
+            return False
+        _kernel_functions[name] = _btf_has_function(data, name.encode())
+    return _kernel_functions[name]
+
+
+def _btf_has_function(data: bytes, name: bytes) -> bool:
+    magic, _version, _flags, hdr_len, type_off, type_len, str_off, str_len = \
+        struct.unpack_from("<HBBIIIII", data)
+    if magic != _BTF_MAGIC:
+        return False
+    strings = hdr_len + str_off
+    at = data.find(b"\0" + name + b"\0", strings, strings + str_len) - strings
+    if at < 0:
+        return False
+    types_start, types_end = hdr_len + type_off, hdr_len + type_off + type_len
+    for linkage in range(3):  # static, global, extern: the vlen bits of a FUNC
+        pattern = struct.pack("<II", at + 1, _BTF_KIND_FUNC << 24 | linkage)
+        found = data.find(pattern, types_start, types_end)
+        while found >= 0:
+            if (found - types_start) % 4 == 0:
+                return True
+            found = data.find(pattern, found + 1, types_end)
+    return False

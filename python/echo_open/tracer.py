@@ -25,7 +25,7 @@ from . import cgroups as _cgroups
 from . import layout, system
 from .events import SYSCALL_NAMES, OpenEvent, decode_batch
 from .flags import errno_name
-from .loader import BPFError, BPFObject, Link, RecordBatch, RingBuffer
+from .loader import BPFError, BPFObject, Link, LoadError, RecordBatch, RingBuffer
 
 # The programs and their tracepoints come from the object's sections
 # (tracepoint/CATEGORY/EVENT, tp_btf/EVENT). What the tracer knows of them:
@@ -48,13 +48,31 @@ _PID_MAX_LIMIT = 1 << 22
 
 OBJECT_PATH_VARIABLE = "ECHO_OPEN_BPF_OBJECT"
 
+# The object is built twice from one source (CMakeLists.txt): the path walk follows kernel
+# pointers with probe reads (echo_open.bpf.o, any kernel), or with plain loads through
+# pointers cast by the bpf_rdonly_cast kfunc (echo_open_direct.bpf.o, Linux 6.2+). Two
+# objects, not two programs in one: libbpf 1.1 resolves every kfunc an object declares, and
+# where the kernel lacks it, its search of the modules' BTF needs CAP_SYS_ADMIN. The
+# resolving program's name tells which build an object is.
+_OBJECT_FILES = {False: "echo_open.bpf.o", True: "echo_open_direct.bpf.o"}
+_DIRECT_FINISHER = "finish_open_direct"
+DIRECT_LOADS_KFUNC = "bpf_rdonly_cast"
 
-def default_object_path() -> Path:
-    """The prebuilt BPF object shipped inside the package, or another build of it named by
+
+def default_object_path(direct: bool | None = None) -> Path:
+    """The prebuilt BPF object shipped inside the package: the direct-loads build or the
+    probe-read one (None: the one this kernel can load); or another build of it named by
     $ECHO_OPEN_BPF_OBJECT (to try a rebuilt object with the CLI; the tests use it)."""
     if override := os.environ.get(OBJECT_PATH_VARIABLE):
         return Path(override)
-    return Path(str(importlib.resources.files("echo_open") / "bpf" / "echo_open.bpf.o"))
+    if direct is None:
+        direct = kernel_has_direct_loads()
+    return Path(str(importlib.resources.files("echo_open") / "bpf" / _OBJECT_FILES[direct]))
+
+
+def kernel_has_direct_loads() -> bool:
+    """Whether this kernel has bpf_rdonly_cast (6.2+), which the direct-loads build calls."""
+    return system.kernel_has_function(DIRECT_LOADS_KFUNC)
 
 
 class InvalidSetting(ValueError):
@@ -241,6 +259,9 @@ class Tuning:
                          wakeup_bytes are pending (seconds)
       resolve_paths   -- resolve each open to an absolute path in the kernel (~0.5 us
                          per successful open); always on with prefix_on_resolved
+      direct_loads    -- resolve with plain loads through pointers cast by the
+                         bpf_rdonly_cast kfunc (Linux 6.2+) instead of probe reads:
+                         the same paths, cheaper; None: whichever the kernel has
       count_outcomes  -- count traced opens by syscall and result in the kernel, for
                          Tracer.outcomes() (off: the verifier removes the counting)
     """
@@ -250,6 +271,7 @@ class Tuning:
     wakeup_interval: float = 0.001
     poll_interval: float = 0.1
     resolve_paths: bool = True
+    direct_loads: bool | None = None
     count_outcomes: bool = False
 
     def __post_init__(self) -> None:
@@ -295,6 +317,8 @@ class Tracer:
         self.limitations: list[str] = []
         self._attached_programs: list[str] = []
         self._untraced_descendants = 0  # follow_children: found at start, no room in the map
+        # which build resolves paths: plain loads (True) or probe reads; set by configure()
+        self.direct_loads: bool | None = None
 
     @property
     def poll_interval(self) -> float:
@@ -306,14 +330,14 @@ class Tracer:
         if self._obj is not None:
             return self
         tracefs = system.check_all()
-        obj = BPFObject.open(self.object_path or default_object_path())
+        obj = BPFObject.open(self.chosen_object_path())
         try:
             self.configure(obj, tracefs)
             if not any(tp.startswith("syscalls:") for tp in self.attached_tracepoints):
                 raise system.NoTracefs(
                     f"none of the open syscalls' tracepoints is in {tracefs}/events/syscalls "
                     "(a kernel without CONFIG_FTRACE_SYSCALLS?): nothing could be traced")
-            obj.load()
+            obj = self._load(obj, tracefs)
             self._fill_filter_maps(obj)
             # a batch of 2048 short records or 250 whole 8 KiB ones: big enough to
             # amortise a call, small enough that its rendered text stays a few MiB
@@ -333,10 +357,48 @@ class Tracer:
         self._obj = obj
         return self
 
+    def _load(self, obj: BPFObject, tracefs: Path) -> BPFObject:
+        """Load the configured object; the loaded one. Where the kernel has the kfunc but
+        refuses the direct build anyway (a verifier of its own), and the build was the
+        kernel's choice, the probe-read build is loaded instead: never a failure for it."""
+        fallback = (self.direct_loads and self.tuning.direct_loads is None
+                    and not (self.object_path or os.environ.get(OBJECT_PATH_VARIABLE)))
+        try:
+            obj.load()
+            return obj
+        except LoadError:
+            if not fallback:
+                raise
+        obj.close()
+        probe = BPFObject.open(default_object_path(False))
+        try:
+            self.configure(probe, tracefs)
+            probe.load()
+        except BaseException:
+            probe.close()
+            raise
+        return probe
+
+    def chosen_object_path(self) -> Path:
+        """The object start() loads: ``object_path`` or $ECHO_OPEN_BPF_OBJECT as given,
+        else the shipped build that Tuning.direct_loads asks for (None: the kernel's)."""
+        if self.object_path or os.environ.get(OBJECT_PATH_VARIABLE):
+            return self.object_path or default_object_path()
+        direct = self.tuning.direct_loads
+        if direct and not kernel_has_direct_loads():
+            raise InvalidSetting("direct_loads", f"direct_loads needs the {DIRECT_LOADS_KFUNC} "
+                                 "kfunc (Linux 6.2 and later): this kernel has none")
+        return default_object_path(direct)
+
     def configure(self, obj: BPFObject, tracefs: Path) -> None:
         """The configure phase, on an opened object: which programs load, map sizes, the
         settings in .rodata. start() calls it; doctor too, to load what the tracer would."""
         filters, tuning = self.filters, self.tuning
+        self.direct_loads = _DIRECT_FINISHER in obj.programs
+        if tuning.direct_loads is not None and tuning.direct_loads != self.direct_loads:
+            build = "direct-loads" if self.direct_loads else "probe-read"
+            raise InvalidSetting("direct_loads", f"direct_loads={tuning.direct_loads}, but "
+                                 f"{obj.name} is the {build} build")
         obj.map("events").max_entries = tuning.ring_size
         self.attached_tracepoints = []
         self.limitations = []
