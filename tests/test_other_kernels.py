@@ -1,7 +1,7 @@
 """The suite on another kernel: tests/kernels/run boots Debian 12's stock kernel 6.1 under
 qemu (software emulation) and runs the whole real-kernel suite inside it (all but this
-file); here we assert it passed. This is how CI covers 6.1: about 10 minutes on 2 shared
-vCPUs, within CI's limit (README, "On other kernels").
+file and USER_SPACE_ONLY); here we assert it passed. This is how CI covers 6.1: 20-30
+minutes on 2 shared vCPUs, within CI's 90 (README, "On other kernels").
 """
 
 from __future__ import annotations
@@ -12,9 +12,12 @@ import subprocess
 from pathlib import Path
 
 RUNNER = Path(__file__).resolve().parent / "kernels" / "run"
-# the guest's pytest arguments: the whole suite, failures summarised
-GUEST_ARGS = ["-q", "-rfE"]
-GUEST_TIMEOUT_S = 1800
+# the guest's pytest arguments: the whole suite, failures summarised, but the files that
+# test only user-space code (decoding, rendering, container ids from paths), which runs
+# the same on any kernel and takes minutes under emulation
+USER_SPACE_ONLY = ["test_render.py", "test_render_c.py", "test_fuzz.py", "test_containers.py"]
+GUEST_ARGS = ["-q", "-rfE", *(f"--ignore={name}" for name in USER_SPACE_ONLY)]
+GUEST_TIMEOUT_S = 3000
 
 
 def guest_failures(output: str) -> str:
