@@ -516,7 +516,7 @@ class Tracer:
                 f"exact fd-race marks (no syscalls:{missing[0]} tracepoint: every "
                 "resolution by a multi-threaded opener is marked unsure)")
         watch = resolving and bool(watchers) and not missing
-        self._use(obj, [(name, event) for name, event in watchers], "syscalls", watch)
+        self._use(obj, watchers, "syscalls", watch)
         return watch
 
     def _fill_filter_maps(self, obj: BPFObject) -> None:
